@@ -1,0 +1,77 @@
+"""The `bsr` command line: registers one typer command per module in `bsr_cli.commands`.
+
+Every command raises `BsrError` for user-facing failures; `main` turns those (and Ctrl-C) into a one-line
+message on stderr and a non-zero exit, never a traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from bsr_cli.errors import BsrError
+
+app = typer.Typer(
+    name="bsr",
+    help="Binary neural network (1-bit) image super-resolution: upscale, eval, export, profile, train.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# command name -> module in bsr_cli.commands (each defines `command`)
+COMMANDS = {
+    "upscale": "upscale",
+    "eval": "eval",
+    "export": "export",
+    "profile": "profile",
+    "train": "train",
+    "download": "download",
+    "models": "models",
+}
+
+
+def _register() -> None:
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"bsr_cli.commands.{module}")
+        except ModuleNotFoundError as exc:  # command not built yet
+            if exc.name != f"bsr_cli.commands.{module}":
+                raise
+            continue
+        app.command(name)(mod.command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    try:
+        rv = app(args=argv, standalone_mode=False)
+    except BsrError as exc:
+        print(f"bsr: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bsr: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # typer/click exits (e.g. --help)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show(file=sys.stderr)
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("bsr: aborted", file=sys.stderr)
+            return 1
+        raise
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per CLI command; each exposes a function `command` that typer registers in `bsr_cli.cli`."""
