@@ -20,6 +20,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _version(value: bool) -> None:
+    if value:
+        from bsr_cli import __version__
+
+        print(f"bsr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Binary neural network (1-bit) image super-resolution."""
+
+
 # command name -> module in bsr_cli.commands (each defines `command`)
 COMMANDS = {
     "upscale": "upscale",
