@@ -75,15 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:  # typer/click exits (e.g. --help)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # click's usage errors, Exit and Abort (typer vendors click)
+        kind = type(exc).__name__
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # ClickException / UsageError
             exc.show(file=sys.stderr)
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if kind == "Exit":
+            return getattr(exc, "exit_code", 0)
+        if kind == "Abort":
             print("bsr: aborted", file=sys.stderr)
             return 1
         raise
