@@ -1,0 +1,334 @@
+"""Tiled super-resolution inference with overlap and feathered blending.
+
+``upscale_array(model, pixels, scale, tile, tile_pad)`` runs a model over an (H, W, 3) numpy image one tile at a
+time and returns the (s*H, s*W, 3) result, quantized to the input's dtype (uint8 / uint16) or float32 in [0, 1].
+
+How a tile is cut (per axis, in LR pixels)::
+
+    |<- tile_pad ->|<- blend ->|<------ core ------>|<- blend ->|<- tile_pad ->|
+    [ window fed to the model ...................................................]
+                   [ contribution: core +- blend, feathered over 2*blend ]
+
+* The image is split into ``n = ceil(L / tile)`` cores of near-equal size (no thin last tile).
+* Each core is grown by ``blend`` pixels into its neighbours; adjacent contributions cross-fade with linear
+  weights that sum to exactly 1, so no weight buffer is needed.
+* The model sees the core grown by ``tile_pad`` pixels of real image context (clipped at the image border,
+  where the model's own zero padding is exact anyway). A contributing pixel is therefore at least
+  ``tile_pad - blend`` pixels from a window edge: when that covers the model's receptive field the tiled
+  result equals the untiled one up to float rounding. ``tile_pad=None`` measures the receptive field
+  (``probe_model``) and picks it that way.
+
+Memory: the full image is never one float tensor. Peak = input array + output array (input dtype, s^2 times
+the input) + one float32 band of ``(tile + 2*blend) * s`` output rows x full output width x 3 + the model's
+activations for one window (``auto_tile`` bounds these by ``budget_bytes``). For a 2000x1500 RGB uint8 image
+at x4: 9 MB in, 144 MB out, about 100 MB band for tile 256, plus activations.
+
+Models with global operations (global average pooling in SE attention, spatial means in channel re-scaling)
+or attention (matmul/softmax) have an unbounded receptive field: tiling them is an approximation.
+``probe_model`` reports this as ``global_ops`` and ``auto_tile`` then prefers one whole-image tile when it fits.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+#: default activation memory budget for one tile window (bytes)
+DEFAULT_BUDGET = 1 << 30
+#: half-width of the cross-fade between adjacent tiles (LR pixels), at most
+MAX_BLEND = 8
+#: smallest tile core the automatic choice will pick (LR pixels)
+MIN_TILE = 32
+
+
+# --------------------------------------------------------------------------- probing a model
+
+
+@dataclass
+class ModelProbe:
+    """What one small forward pass tells us about a model.
+
+    ``receptive_radius``: LR pixels an output pixel depends on, in each direction (upper bound; ``inf`` when
+    the model has global operations). ``floats_per_pixel``: the largest image-derived activation, in floats
+    per LR pixel (e.g. 64 for a 64-channel body at LR, 1024 for 64 channels at 4x resolution).
+    ``global_ops``: names of operations that make the receptive field global.
+    """
+
+    receptive_radius: float
+    floats_per_pixel: float
+    global_ops: list[str] = field(default_factory=list)
+
+    @property
+    def is_local(self) -> bool:
+        return not self.global_ops
+
+
+_REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "var", "std", "norm", "var_mean", "std_mean",
+               "logsumexp", "nansum", "nanmean", "median", "prod"}
+_NONLOCAL = {"matmul", "bmm", "baddbmm", "softmax", "scaled_dot_product_attention", "einsum"}
+_INTERP = {"interpolate", "upsample", "upsample_bilinear", "upsample_nearest", "grid_sample"}
+
+
+class _RadiusTracker(TorchFunctionMode):
+    """Follows every torch op of a forward pass and tracks, per image-derived tensor, its dependency radius.
+
+    Radii are in LR pixels: a 3x3 conv at LR adds 1, a 3x3 conv after a x4 pixel shuffle adds 0.25.
+    Parameters and constants carry no radius (they do not depend on the image).
+    """
+
+    def __init__(self, lr_hw: tuple[int, int]):
+        super().__init__()
+        self.lr_h, self.lr_w = lr_hw
+        self.radius: dict[int, float] = {}
+        self.keep: list[torch.Tensor] = []  # keeps ids valid during the probe
+        self.max_floats = 0.0
+        self.global_ops: list[str] = []
+
+    def track(self, t: torch.Tensor, r: float) -> None:
+        self.radius[id(t)] = r
+        self.keep.append(t)
+        if t.dim() >= 3:
+            self.max_floats = max(self.max_floats, t.numel() / (self.lr_h * self.lr_w))
+
+    def _factor(self, t: torch.Tensor) -> float:
+        """Resolution of ``t`` relative to the LR input (4.0 after a x4 upsampler)."""
+        return t.shape[-1] / self.lr_w if t.dim() >= 3 else 1.0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        leaves = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        tracked = [a for a in leaves if id(a) in self.radius]
+        if not tracked:
+            return out
+        r = max(self.radius[id(a)] for a in tracked)
+        x = tracked[0]
+        name = getattr(func, "__name__", str(func)).strip("_")
+        if name in ("conv2d", "conv_transpose2d", "avg_pool2d", "max_pool2d"):
+            r += self._window_radius(name, args, kwargs) / self._factor(x)
+        elif name in _INTERP:
+            r += 2.0 / self._factor(x)
+        elif name in ("pixel_unshuffle", "pixel_shuffle"):
+            r += 1.0 / self._factor(x) if name == "pixel_unshuffle" else 0.0
+        elif name.startswith("adaptive_"):
+            self._global(name)
+        elif name in _REDUCTIONS and x.dim() >= 4 and self._reduces_space(x, args, kwargs):
+            self._global(name)
+        elif name in _NONLOCAL:
+            self._global(name)
+        for o in tree_flatten(out)[0]:
+            if isinstance(o, torch.Tensor) and o.is_floating_point():
+                self.track(o, r)
+        return out
+
+    def _global(self, name: str) -> None:
+        if name not in self.global_ops:
+            self.global_ops.append(name)
+
+    @staticmethod
+    def _window_radius(name: str, args, kwargs) -> float:
+        if name.startswith("conv"):
+            w = args[1] if len(args) > 1 else kwargs["weight"]
+            k = max(w.shape[-2:])
+            dil = args[5] if len(args) > 5 else kwargs.get("dilation", 1)
+            dil = max(dil) if isinstance(dil, (tuple, list)) else dil
+            return (k - 1) / 2 * dil
+        k = args[1] if len(args) > 1 else kwargs["kernel_size"]
+        k = max(k) if isinstance(k, (tuple, list)) else k
+        return (k - 1) / 2
+
+    @staticmethod
+    def _reduces_space(x: torch.Tensor, args, kwargs) -> bool:
+        dim = args[1] if len(args) > 1 and not isinstance(args[1], torch.Tensor) else kwargs.get("dim")
+        if dim is None:
+            return True
+        dims = dim if isinstance(dim, (tuple, list)) else [dim]
+        nd = x.dim()
+        return any(int(d) % nd >= nd - 2 for d in dims if isinstance(d, int))
+
+
+def probe_model(model: Callable, size: tuple[int, int] = (24, 20)) -> ModelProbe:
+    """Run ``model`` once on a small random input and return its receptive field and activation size."""
+    x = torch.rand(1, 3, *size)
+    tracker = _RadiusTracker(size)
+    with torch.inference_mode(), tracker:
+        tracker.track(x, 0.0)
+        model(x)
+    return ModelProbe(
+        receptive_radius=math.inf if tracker.global_ops else max(tracker.radius.values(), default=0.0),
+        floats_per_pixel=tracker.max_floats,
+        global_ops=tracker.global_ops,
+    )
+
+
+# --------------------------------------------------------------------------- choosing tile sizes
+
+
+def bytes_per_lr_pixel(probe: ModelProbe, scale: int) -> float:
+    """Peak activation bytes per LR pixel of one window: four float32 copies of the largest activation
+    (a conv's input, output, quantized input and a residual) plus the float input/output tiles."""
+    return 4.0 * (4 * max(probe.floats_per_pixel, 3 * scale * scale) + 3 + 2 * 3 * scale * scale)
+
+
+def default_tile_pad(probe: ModelProbe) -> int:
+    """Context pixels per side so that tiling is exact: receptive radius + the cross-fade + 2 for rounding.
+
+    Models with global operations get 32 (tiling is then an approximation whatever the pad).
+    """
+    if not probe.is_local:
+        return 32
+    return int(math.ceil(probe.receptive_radius)) + MAX_BLEND + 2
+
+
+def auto_tile(probe: ModelProbe, scale: int, height: int, width: int, tile_pad: int,
+              budget_bytes: int = DEFAULT_BUDGET) -> int:
+    """The largest tile core (LR pixels) whose padded window keeps activations under ``budget_bytes``.
+
+    Returns ``max(height, width)`` (one tile, no tiling) when the whole image fits.
+    """
+    bpp = bytes_per_lr_pixel(probe, scale)
+    if height * width * bpp <= budget_bytes:
+        return max(height, width)
+    side = int(math.sqrt(budget_bytes / bpp)) - 2 * tile_pad
+    return max(MIN_TILE, side)
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+@dataclass(frozen=True)
+class Span:
+    """One tile along one axis, in LR pixels: model window [win0, win1), contribution [c0, c1) whose first
+    ``ramp_in`` and last ``ramp_out`` pixels (times scale on the output grid) are cross-faded."""
+
+    win0: int
+    win1: int
+    c0: int
+    c1: int
+    ramp_in: int
+    ramp_out: int
+
+
+def plan_axis(length: int, tile: int, tile_pad: int, blend: int | None = None) -> list[Span]:
+    """Split ``length`` LR pixels into near-equal cores of at most ``tile`` and return their spans."""
+    n = max(1, math.ceil(length / max(1, tile)))
+    bounds = [round(i * length / n) for i in range(n + 1)]
+    core_min = min(b - a for a, b in zip(bounds, bounds[1:]))
+    if blend is None:
+        blend = min(MAX_BLEND, tile_pad // 2)
+    blend = max(0, min(blend, core_min // 2, tile_pad))
+    spans = []
+    for i in range(n):
+        a, b = bounds[i], bounds[i + 1]
+        rin = blend if i > 0 else 0
+        rout = blend if i < n - 1 else 0
+        spans.append(Span(max(0, a - tile_pad), min(length, b + tile_pad), a - rin, b + rout, rin, rout))
+    return spans
+
+
+def axis_weights(span: Span, scale: int) -> np.ndarray:
+    """Feathered 1-D weights over the span's contribution on the output grid. Neighbours' ramps sum to 1."""
+    n = (span.c1 - span.c0) * scale
+    w = np.ones(n, dtype=np.float32)
+    if span.ramp_in:
+        m = 2 * span.ramp_in * scale
+        w[:m] = (np.arange(m, dtype=np.float32) + 0.5) / m
+    if span.ramp_out:
+        m = 2 * span.ramp_out * scale
+        w[n - m:] = 1.0 - (np.arange(m, dtype=np.float32) + 0.5) / m
+    return w
+
+
+def _max_value(dtype: np.dtype) -> float:
+    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+
+
+def quantize(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float [0, 1] -> ``dtype``: clip, scale to the integer range, round half-to-even (protocol.quantize_uint8)."""
+    x = np.clip(x, 0.0, 1.0)
+    if not np.issubdtype(dtype, np.integer):
+        return x.astype(dtype, copy=False)
+    return np.round(x * _max_value(dtype)).astype(dtype)
+
+
+def run_tile(model: Callable, window: np.ndarray, scale: int) -> np.ndarray:
+    """Run the model on one (h, w, 3) window (any dtype) and return its float32 (s*h, s*w, 3) output."""
+    x = torch.from_numpy(np.ascontiguousarray(window.transpose(2, 0, 1))).to(torch.float32)
+    x = (x / _max_value(window.dtype)).unsqueeze(0)
+    with torch.inference_mode():
+        y = model(x)
+    y = y[0] if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y)[0])
+    expected = (3, window.shape[0] * scale, window.shape[1] * scale)
+    if tuple(y.shape) != expected:
+        raise ValueError(f"model returned {tuple(y.shape)} for a {window.shape[:2]} tile, expected {expected}")
+    return y.float().numpy().transpose(1, 2, 0)
+
+
+def upscale_array(model: Callable, pixels: np.ndarray, scale: int, tile: int, tile_pad: int,
+                  out_dtype: np.dtype | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Upscale an (H, W, 3) image by ``scale`` with tiles of ``tile`` LR pixels and ``tile_pad`` context.
+
+    ``pixels``: uint8, uint16 or float32 in [0, 1]. Returns (s*H, s*W, 3) of ``out_dtype`` (default: the input
+    dtype), clipped and rounded like the protocol. ``progress(done, total)`` is called after each tile.
+    Tile rows are accumulated in one float32 band at a time and quantized as soon as they are final.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {pixels.shape}")
+    out_dtype = np.dtype(out_dtype or pixels.dtype)
+    h, w, _ = pixels.shape
+    rows = plan_axis(h, tile, tile_pad)
+    cols = plan_axis(w, tile, tile_pad)
+    col_w = [axis_weights(c, scale) for c in cols]
+    out = np.empty((h * scale, w * scale, 3), dtype=out_dtype)
+    carry: np.ndarray | None = None
+    done, total = 0, len(rows) * len(cols)
+    for i, r in enumerate(rows):
+        r0, r1 = r.c0 * scale, r.c1 * scale
+        band = np.zeros((r1 - r0, w * scale, 3), dtype=np.float32)
+        if carry is not None:
+            band[: carry.shape[0]] += carry
+        row_w = axis_weights(r, scale)
+        for c, cw in zip(cols, col_w):
+            y = run_tile(model, pixels[r.win0:r.win1, c.win0:c.win1], scale)
+            oy, ox = (r.c0 - r.win0) * scale, (c.c0 - c.win0) * scale
+            part = y[oy:oy + (r1 - r0), ox:ox + (c.c1 - c.c0) * scale]
+            band[:, c.c0 * scale:c.c1 * scale] += part * (row_w[:, None, None] * cw[None, :, None])
+            done += 1
+            if progress:
+                progress(done, total)
+        final = r1 - r0 - 2 * r.ramp_out * scale  # rows the next tile row does not touch
+        out[r0:r0 + final] = quantize(band[:final], out_dtype)
+        carry = band[final:].copy() if r.ramp_out else None
+    return out
+
+
+def describe(tile: int, tile_pad: int, height: int, width: int) -> str:
+    """A short human description of a tiling, e.g. ``'tile 256 (3x2 tiles), pad 48'``."""
+    n_r, n_c = len(plan_axis(height, tile, tile_pad)), len(plan_axis(width, tile, tile_pad))
+    if n_r * n_c == 1:
+        return "whole image (no tiling)"
+    return f"tile {tile} ({n_c}x{n_r} tiles), pad {tile_pad}"
+
+
+def resolve_tiling(model: Callable, scale: int, height: int, width: int, tile: int,
+                   tile_pad: int | None, probe: ModelProbe | None = None,
+                   budget_bytes: int = DEFAULT_BUDGET) -> tuple[int, int, ModelProbe]:
+    """Turn the CLI's ``--tile`` (0 = auto) and ``--tile-pad`` (None = auto) into concrete numbers."""
+    probe = probe or probe_model(model)
+    pad = default_tile_pad(probe) if tile_pad is None else max(0, int(tile_pad))
+    if tile < 0:
+        raise ValueError("tile must be >= 0 (0 = automatic)")
+    t = auto_tile(probe, scale, height, width, pad, budget_bytes) if tile == 0 else int(tile)
+    return t, pad, probe
+
+
+__all__: Sequence[str] = [
+    "ModelProbe", "probe_model", "bytes_per_lr_pixel", "default_tile_pad", "auto_tile", "Span", "plan_axis",
+    "axis_weights", "quantize", "run_tile", "upscale_array", "describe", "resolve_tiling",
+]
