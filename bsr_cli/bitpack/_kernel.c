@@ -1,0 +1,461 @@
+/* XNOR-popcount binary convolution for bsr (CPython extension `bsr_cli.bitpack._kernel`).
+ *
+ * One call = sign-pack the FP input, binary conv (k x k, stride 1, zero padding k/2), FP epilogue.
+ * Tensors are float32 channels-last (NHWC); pointers come from torch's data_ptr() and the Python side
+ * (backend.py) checks shapes, dtypes and contiguity before calling.
+ *
+ * Encoding. A +-1 value v is stored as the bit b = (v == -1); the binarizers of the zoo map 0 to +1, so the
+ * activation bit is (x + shift_c < 0). Channels are packed 64 per uint64 word, channel c -> word c/64, bit c%64.
+ *
+ * Popcount identity. For +-1 vectors a, w of length n, a_i*w_i = +1 when the bits agree and -1 when they
+ * differ, so with d = popcount(bits(a) XOR bits(w)) (the number of disagreements):
+ *     dot(a, w) = (n - d) - d = n - 2*d.
+ * Channel padding: the unused high bits of the last word are 0 in BOTH activations and weights, so they XOR
+ * to 0 and add nothing to d; n counts real channels only. This is the "mask" for C_in not a multiple of 64.
+ *
+ * Zero padding. The reference convolves the sign map padded with ZEROS: a tap that falls outside the image
+ * contributes 0, not +-1. We simply skip such taps. At output (h, w) the sum runs over the valid taps only:
+ *     dot(h, w) = n_valid - 2*d_valid,    n_valid = (#taps inside the image at (h, w)) * C_in,
+ * with d_valid the popcount over those taps. (Padding with +1 bits instead would add sum over the outside taps
+ * of sum_c sign(w), which one would have to subtract again; skipping is simpler and exact.)
+ *
+ * Epilogue, per output channel o (each stage optional except the first; the order is fixed):
+ *     y = scale[o] * dot + bias[o]                        per-channel alpha, conv bias, folded BN, RPReLU beta0
+ *     y = y >= 0 ? y : slope[o] * y;  y += post_bias[o]    (R)PReLU and its beta1
+ *     y *= smap[n, h, w];  y *= cmap[n, o]                spatial / channel re-scaling maps
+ *     y += res[n, h, w, o]                                 FP residual
+ *     y = y >= 0 ? y : post_slope[o] * y                  activation after the residual (LeakyReLU)
+ *
+ * Dispatch at run time: AVX-512 VPOPCNTDQ -> AVX2 (nibble-table popcount) -> portable C, chosen with
+ * __builtin_cpu_supports; each path is a function compiled for its ISA with __attribute__((target)).
+ * Threads: OpenMP over image rows (num_threads = the caller's thread count).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+enum { ISA_AUTO = -1, ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+
+typedef struct {
+    const float *x;          /* [N, H, W, C]  FP input */
+    const float *shift;      /* [C] or NULL   binarizer threshold: bit = (x + shift < 0) */
+    const uint64_t *wbits;   /* [K, K, CW, OP] packed weight signs, output channels innermost */
+    int64_t N, H, W, C, CW, O, OP, K;
+    const float *scale, *bias, *slope, *post_bias, *smap, *cmap, *res, *post_slope;
+    float *out;              /* [N, H, W, O] */
+    uint64_t *abits;         /* [N, H, W, CW] scratch: packed input */
+} conv_args;
+
+/* ---------------------------------------------------------------- packing (one row of W pixels) */
+
+static void pack_row_generic(const conv_args *a, int64_t row)
+{
+    const float *x = a->x + row * a->W * a->C;
+    uint64_t *dst = a->abits + row * a->W * a->CW;
+    for (int64_t w = 0; w < a->W; w++) {
+        for (int64_t cw = 0; cw < a->CW; cw++) {
+            uint64_t word = 0;
+            int64_t c1 = (cw + 1) * 64 < a->C ? (cw + 1) * 64 : a->C;
+            for (int64_t c = cw * 64; c < c1; c++) {
+                float v = x[w * a->C + c] + (a->shift ? a->shift[c] : 0.0f);
+                word |= (uint64_t)(v < 0.0f) << (c - cw * 64);
+            }
+            dst[w * a->CW + cw] = word;
+        }
+    }
+}
+
+__attribute__((target("avx2")))
+static void pack_row_avx2(const conv_args *a, int64_t row)
+{
+    const float *x = a->x + row * a->W * a->C;
+    uint64_t *dst = a->abits + row * a->W * a->CW;
+    const __m256 zero = _mm256_setzero_ps();
+    for (int64_t w = 0; w < a->W; w++) {
+        const float *xp = x + w * a->C;
+        for (int64_t cw = 0; cw < a->CW; cw++) {
+            uint64_t word = 0;
+            for (int64_t q = 0; q < 64; q += 8) {
+                int64_t c0 = cw * 64 + q;
+                if (c0 >= a->C)
+                    break;
+                if (c0 + 8 <= a->C) {
+                    __m256 v = _mm256_loadu_ps(xp + c0);
+                    if (a->shift)
+                        v = _mm256_add_ps(v, _mm256_loadu_ps(a->shift + c0));
+                    word |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ)) << q;
+                } else {
+                    for (int64_t c = c0; c < a->C; c++) {
+                        float v = xp[c] + (a->shift ? a->shift[c] : 0.0f);
+                        word |= (uint64_t)(v < 0.0f) << (c - cw * 64);
+                    }
+                }
+            }
+            dst[w * a->CW + cw] = word;
+        }
+    }
+}
+
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2")))
+static void pack_row_avx512(const conv_args *a, int64_t row)
+{
+    const float *x = a->x + row * a->W * a->C;
+    uint64_t *dst = a->abits + row * a->W * a->CW;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t w = 0; w < a->W; w++) {
+        const float *xp = x + w * a->C;
+        for (int64_t cw = 0; cw < a->CW; cw++) {
+            uint64_t word = 0;
+            for (int64_t q = 0; q < 64; q += 16) {
+                int64_t c0 = cw * 64 + q;
+                if (c0 >= a->C)
+                    break;
+                int64_t n = a->C - c0 < 16 ? a->C - c0 : 16;
+                __mmask16 m = (__mmask16)((1u << n) - 1u);   /* masked loads for the channel tail */
+                __m512 v = _mm512_maskz_loadu_ps(m, xp + c0);
+                if (a->shift)
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, a->shift + c0));
+                word |= (uint64_t)_mm512_mask_cmp_ps_mask(m, v, zero, _CMP_LT_OQ) << q;
+            }
+            dst[w * a->CW + cw] = word;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- popcounts (one output row) */
+/* pc[w * OP + o] = d_valid(h, w, o): popcount of XOR over the valid taps; nv[w] = n_valid. OP % 8 == 0. */
+
+static inline void tap_range(int64_t i, int64_t n, int64_t k, int64_t *k0, int64_t *k1)
+{
+    int64_t p = k / 2;
+    *k0 = p - i > 0 ? p - i : 0;                 /* first tap with i + t - p >= 0 */
+    *k1 = n - i + p < k ? n - i + p : k;         /* one past the last tap with i + t - p <= n - 1 */
+}
+
+static void popc_row_generic(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
+{
+    int64_t K = a->K, p = K / 2, CW = a->CW, OP = a->OP, kh0, kh1;
+    tap_range(h, a->H, K, &kh0, &kh1);
+    for (int64_t w = 0; w < a->W; w++) {
+        int64_t kw0, kw1;
+        tap_range(w, a->W, K, &kw0, &kw1);
+        nv[w] = (int32_t)((kh1 - kh0) * (kw1 - kw0) * a->C);
+        for (int64_t o = 0; o < a->O; o++) {
+            int64_t d = 0;
+            for (int64_t kh = kh0; kh < kh1; kh++)
+                for (int64_t kw = kw0; kw < kw1; kw++) {
+                    const uint64_t *ip = a->abits + ((n * a->H + h + kh - p) * a->W + (w + kw - p)) * CW;
+                    const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + o;
+                    for (int64_t cw = 0; cw < CW; cw++)
+                        d += __builtin_popcountll(ip[cw] ^ wp[cw * OP]);
+                }
+            pc[w * OP + o] = (int32_t)d;
+        }
+    }
+}
+
+/* AVX2 has no vector popcount: count bits per byte with a 16-entry nibble table (vpshufb), then sum the
+ * 8 bytes of each 64-bit lane with vpsadbw against zero. */
+__attribute__((target("avx2")))
+static inline __m256i popcnt_epi64_avx2(__m256i v)
+{
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i nib = _mm256_set1_epi8(0x0f);
+    __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, nib));
+    __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
+    return _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256());
+}
+
+__attribute__((target("avx2")))
+static void popc_row_avx2(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
+{
+    int64_t K = a->K, p = K / 2, CW = a->CW, OP = a->OP, kh0, kh1;
+    tap_range(h, a->H, K, &kh0, &kh1);
+    for (int64_t w = 0; w < a->W; w++) {
+        int64_t kw0, kw1;
+        tap_range(w, a->W, K, &kw0, &kw1);
+        nv[w] = (int32_t)((kh1 - kh0) * (kw1 - kw0) * a->C);
+        for (int64_t g = 0; g < OP; g += 8) {          /* 8 output channels = two ymm of 4 x int64 */
+            __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+            for (int64_t kh = kh0; kh < kh1; kh++)
+                for (int64_t kw = kw0; kw < kw1; kw++) {
+                    const uint64_t *ip = a->abits + ((n * a->H + h + kh - p) * a->W + (w + kw - p)) * CW;
+                    const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + g;
+                    for (int64_t cw = 0; cw < CW; cw++) {
+                        __m256i x = _mm256_set1_epi64x((long long)ip[cw]);
+                        acc0 = _mm256_add_epi64(acc0, popcnt_epi64_avx2(_mm256_xor_si256(
+                                   x, _mm256_loadu_si256((const __m256i *)(wp + cw * OP)))));
+                        acc1 = _mm256_add_epi64(acc1, popcnt_epi64_avx2(_mm256_xor_si256(
+                                   x, _mm256_loadu_si256((const __m256i *)(wp + cw * OP + 4)))));
+                    }
+                }
+            int64_t t[8];
+            _mm256_storeu_si256((__m256i *)t, acc0);
+            _mm256_storeu_si256((__m256i *)(t + 4), acc1);
+            for (int j = 0; j < 8; j++)
+                pc[w * OP + g + j] = (int32_t)t[j];
+        }
+    }
+}
+
+/* AVX-512 VPOPCNTDQ: one zmm holds 8 output channels (8 x uint64). For each tap the activation word is
+ * broadcast, XORed with the 8 weight words and popcounted. Up to 4 groups (32 channels) share the
+ * activation broadcast; each group's accumulator stays in a register. */
+#define AVX512_TARGET "avx512f,avx512dq,avx512bw,avx512vl,avx512vpopcntdq,avx2"
+
+__attribute__((target(AVX512_TARGET)))
+static void popc_row_avx512(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
+{
+    int64_t K = a->K, p = K / 2, CW = a->CW, OP = a->OP, kh0, kh1;
+    tap_range(h, a->H, K, &kh0, &kh1);
+    for (int64_t w = 0; w < a->W; w++) {
+        int64_t kw0, kw1;
+        tap_range(w, a->W, K, &kw0, &kw1);
+        nv[w] = (int32_t)((kh1 - kh0) * (kw1 - kw0) * a->C);
+        int64_t g = 0;
+        for (; g + 32 <= OP; g += 32) {
+            __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+            for (int64_t kh = kh0; kh < kh1; kh++)
+                for (int64_t kw = kw0; kw < kw1; kw++) {
+                    const uint64_t *ip = a->abits + ((n * a->H + h + kh - p) * a->W + (w + kw - p)) * CW;
+                    const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + g;
+                    for (int64_t cw = 0; cw < CW; cw++, wp += OP) {
+                        __m512i x = _mm512_set1_epi64((long long)ip[cw]);
+                        acc0 = _mm512_add_epi64(acc0, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_loadu_si512(wp))));
+                        acc1 = _mm512_add_epi64(acc1, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_loadu_si512(wp + 8))));
+                        acc2 = _mm512_add_epi64(acc2, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_loadu_si512(wp + 16))));
+                        acc3 = _mm512_add_epi64(acc3, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_loadu_si512(wp + 24))));
+                    }
+                }
+            int32_t *dst = pc + w * OP + g;
+            _mm256_storeu_si256((__m256i *)dst, _mm512_cvtepi64_epi32(acc0));
+            _mm256_storeu_si256((__m256i *)(dst + 8), _mm512_cvtepi64_epi32(acc1));
+            _mm256_storeu_si256((__m256i *)(dst + 16), _mm512_cvtepi64_epi32(acc2));
+            _mm256_storeu_si256((__m256i *)(dst + 24), _mm512_cvtepi64_epi32(acc3));
+        }
+        for (; g < OP; g += 8) {                      /* remaining groups of 8 (OP % 32 != 0) */
+            __m512i acc = _mm512_setzero_si512();
+            for (int64_t kh = kh0; kh < kh1; kh++)
+                for (int64_t kw = kw0; kw < kw1; kw++) {
+                    const uint64_t *ip = a->abits + ((n * a->H + h + kh - p) * a->W + (w + kw - p)) * CW;
+                    const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + g;
+                    for (int64_t cw = 0; cw < CW; cw++, wp += OP)
+                        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(
+                                  _mm512_xor_si512(_mm512_set1_epi64((long long)ip[cw]), _mm512_loadu_si512(wp))));
+                }
+            _mm256_storeu_si256((__m256i *)(pc + w * OP + g), _mm512_cvtepi64_epi32(acc));
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- FP epilogue (one output row) */
+/* Plain C written so the compiler vectorizes the inner loop over o; always_inline puts a copy in each
+ * ISA-specific caller, compiled for that ISA. */
+
+__attribute__((always_inline))
+static inline void epilogue_row(const conv_args *a, int64_t n, int64_t h, const int32_t *pc, const int32_t *nv)
+{
+    int64_t O = a->O, OP = a->OP;
+    for (int64_t w = 0; w < a->W; w++) {
+        int64_t pix = (n * a->H + h) * a->W + w;
+        float *y = a->out + pix * O;
+        const int32_t *d = pc + w * OP;
+        const float nvw = (float)nv[w];
+        for (int64_t o = 0; o < O; o++)   /* dot = n_valid - 2 * d_valid (integers < 2^24: exact in float) */
+            y[o] = a->scale[o] * (nvw - 2.0f * (float)d[o]) + a->bias[o];
+        if (a->slope)
+            for (int64_t o = 0; o < O; o++)
+                y[o] = y[o] >= 0.0f ? y[o] : a->slope[o] * y[o];
+        if (a->post_bias)
+            for (int64_t o = 0; o < O; o++)
+                y[o] += a->post_bias[o];
+        if (a->smap) {
+            const float s = a->smap[pix];
+            for (int64_t o = 0; o < O; o++)
+                y[o] *= s;
+        }
+        if (a->cmap)
+            for (int64_t o = 0; o < O; o++)
+                y[o] *= a->cmap[n * O + o];
+        if (a->res) {
+            const float *r = a->res + pix * O;
+            for (int64_t o = 0; o < O; o++)
+                y[o] += r[o];
+        }
+        if (a->post_slope)
+            for (int64_t o = 0; o < O; o++)
+                y[o] = y[o] >= 0.0f ? y[o] : a->post_slope[o] * y[o];
+    }
+}
+
+static void out_row_generic(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
+{
+    popc_row_generic(a, n, h, pc, nv);
+    epilogue_row(a, n, h, pc, nv);
+}
+
+__attribute__((target("avx2,fma")))
+static void out_row_avx2(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
+{
+    popc_row_avx2(a, n, h, pc, nv);
+    epilogue_row(a, n, h, pc, nv);
+}
+
+__attribute__((target(AVX512_TARGET ",fma")))
+static void out_row_avx512(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
+{
+    popc_row_avx512(a, n, h, pc, nv);
+    epilogue_row(a, n, h, pc, nv);
+}
+
+/* ---------------------------------------------------------------- dispatch + threads */
+
+static int best_isa(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512vpopcntdq"))
+        return ISA_AVX512;
+    if (__builtin_cpu_supports("avx2"))
+        return ISA_AVX2;
+    return ISA_GENERIC;
+}
+
+static void run_conv(conv_args *a, int isa, int threads)
+{
+    void (*pack)(const conv_args *, int64_t) =
+        isa == ISA_AVX512 ? pack_row_avx512 : isa == ISA_AVX2 ? pack_row_avx2 : pack_row_generic;
+    void (*row)(const conv_args *, int64_t, int64_t, int32_t *, int32_t *) =
+        isa == ISA_AVX512 ? out_row_avx512 : isa == ISA_AVX2 ? out_row_avx2 : out_row_generic;
+    int64_t rows = a->N * a->H;
+    (void)threads;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++)
+            pack(a, r);
+        /* implicit barrier: every packed row is ready before any output row reads its neighbours */
+        int32_t *pc = malloc(sizeof(int32_t) * (size_t)(a->W * a->OP + a->W));
+        if (pc) {
+#pragma omp for schedule(dynamic, 4)
+            for (int64_t r = 0; r < rows; r++)
+                row(a, r / a->H, r % a->H, pc, pc + a->W * a->OP);
+            free(pc);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- Python bindings */
+
+static int parse_isa(int isa)
+{
+    int best = best_isa();
+    if (isa == ISA_AUTO)
+        return best;
+    if (isa < ISA_GENERIC || isa > best) {
+        PyErr_Format(PyExc_ValueError, "ISA level %d not supported by this CPU (best is %d)", isa, best);
+        return -1;
+    }
+    return isa;
+}
+
+#define PTR(v) ((void *)(uintptr_t)(v))
+
+/* conv(x, shift, wbits, N, H, W, C, O, OP, K, scale, bias, slope, post_bias, smap, cmap, res, post_slope,
+ *      out, threads, isa) -- every array argument is an address (0 = absent); see conv_args. */
+static PyObject *py_conv(PyObject *self, PyObject *args)
+{
+    unsigned long long x, shift, wbits, scale, bias, slope, post_bias, smap, cmap, res, post_slope, out;
+    long long N, H, W, C, O, OP, K;
+    int threads, isa;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKKLLLLLLLKKKKKKKKKii", &x, &shift, &wbits, &N, &H, &W, &C, &O, &OP, &K,
+                          &scale, &bias, &slope, &post_bias, &smap, &cmap, &res, &post_slope, &out,
+                          &threads, &isa))
+        return NULL;
+    if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || O <= 0 || OP < O || OP % 8 || K <= 0 || K % 2 == 0 || !x ||
+        !wbits || !scale || !bias || !out || threads <= 0) {
+        PyErr_SetString(PyExc_ValueError, "bitpack conv: bad arguments");
+        return NULL;
+    }
+    if ((isa = parse_isa(isa)) < 0)
+        return NULL;
+    conv_args a = {PTR(x), PTR(shift), PTR(wbits), N, H, W, C, (C + 63) / 64, O, OP, K,
+                   PTR(scale), PTR(bias), PTR(slope), PTR(post_bias), PTR(smap), PTR(cmap), PTR(res),
+                   PTR(post_slope), PTR(out), NULL};
+    a.abits = malloc(sizeof(uint64_t) * (size_t)(N * H * W * a.CW));
+    if (!a.abits)
+        return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    run_conv(&a, isa, threads);
+    Py_END_ALLOW_THREADS
+    free(a.abits);
+    Py_RETURN_NONE;
+}
+
+/* pack(x, shift, N, H, W, C, out, isa): sign-pack an NHWC float map into out[N, H, W, ceil(C/64)] words. */
+static PyObject *py_pack(PyObject *self, PyObject *args)
+{
+    unsigned long long x, shift, out;
+    long long N, H, W, C;
+    int isa;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKLLLLKi", &x, &shift, &N, &H, &W, &C, &out, &isa))
+        return NULL;
+    if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || !x || !out) {
+        PyErr_SetString(PyExc_ValueError, "bitpack pack: bad arguments");
+        return NULL;
+    }
+    if ((isa = parse_isa(isa)) < 0)
+        return NULL;
+    conv_args a;
+    memset(&a, 0, sizeof a);
+    a.x = PTR(x), a.shift = PTR(shift), a.N = N, a.H = H, a.W = W, a.C = C, a.CW = (C + 63) / 64;
+    a.abits = PTR(out);
+    void (*pack)(const conv_args *, int64_t) =
+        isa == ISA_AVX512 ? pack_row_avx512 : isa == ISA_AVX2 ? pack_row_avx2 : pack_row_generic;
+    for (int64_t r = 0; r < N * H; r++)
+        pack(&a, r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_best_isa(PyObject *self, PyObject *noargs)
+{
+    (void)self, (void)noargs;
+    return PyLong_FromLong(best_isa());
+}
+
+static PyObject *py_openmp(PyObject *self, PyObject *noargs)
+{
+    (void)self, (void)noargs;
+#ifdef _OPENMP
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+static PyMethodDef methods[] = {
+    {"conv", py_conv, METH_VARARGS, "Fused sign-pack + XNOR-popcount conv + FP epilogue (addresses, see _kernel.c)."},
+    {"pack", py_pack, METH_VARARGS, "Sign-pack an NHWC float map, 64 channels per uint64 word."},
+    {"best_isa", py_best_isa, METH_NOARGS, "Best ISA level on this CPU: 2 AVX-512 VPOPCNTDQ, 1 AVX2, 0 portable C."},
+    {"openmp", py_openmp, METH_NOARGS, "Whether the extension was built with OpenMP (multi-threaded)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", "XNOR-popcount binary convolution.", -1, methods};
+
+PyMODINIT_FUNC PyInit__kernel(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,140 @@
+"""Thin, checked wrappers over the C extension `_kernel` (XNOR-popcount conv; see _kernel.c for the maths).
+
+All FP maps are float32 channels-last: a logical (N, C, H, W) tensor whose memory is NHWC.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+try:  # the extension is optional: a failed build leaves the package importable
+    from bsr_cli.bitpack import _kernel
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _kernel = None
+    _IMPORT_ERROR = str(exc)
+else:
+    _IMPORT_ERROR = ""
+
+ISA_NAMES = {0: "portable C", 1: "AVX2", 2: "AVX-512 VPOPCNTDQ"}
+
+
+def bitpack_available() -> tuple[bool, str]:
+    """(True, "<ISA>, <threads>") when the compiled kernel can run here, else (False, one-line reason)."""
+    if _kernel is None:
+        return False, f"the bitpack C extension is not built ({_IMPORT_ERROR}); reinstall bsr with a C compiler"
+    threading = "OpenMP" if _kernel.openmp() else "single-threaded build"
+    return True, f"{ISA_NAMES[_kernel.best_isa()]}, {threading}"
+
+
+def require_kernel():
+    if _kernel is None:
+        raise RuntimeError(bitpack_available()[1])
+    return _kernel
+
+
+def best_isa() -> int:
+    return require_kernel().best_isa()
+
+
+def default_threads() -> int:
+    return torch.get_num_threads() or os.cpu_count() or 1
+
+
+def pack_weight_signs(weight: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Pack sign bits (bit = weight < 0; 0 counts as +1) of an (O, C, K, K) weight, once at load.
+
+    Layout [K, K, ceil(C/64), OP] of uint64 words (stored as int64), output channels innermost and padded to
+    OP = a multiple of 8 (one AVX-512 register); padded channels and the high bits above C are 0.
+    Returns (words, OP).
+    """
+    o, c, kh, kw = weight.shape
+    cw, op = (c + 63) // 64, (o + 7) // 8 * 8
+    bits = np.zeros((kh, kw, cw * 64, op), dtype=np.uint64)
+    bits[:, :, :c, :o] = (weight.detach().cpu() < 0).permute(2, 3, 1, 0).numpy()
+    bits = bits.reshape(kh, kw, cw, 64, op) << np.arange(64, dtype=np.uint64).reshape(1, 1, 1, 64, 1)
+    words = np.bitwise_or.reduce(bits, axis=3)
+    return torch.from_numpy(np.ascontiguousarray(words).view(np.int64)), op
+
+
+def _cl(t: torch.Tensor) -> torch.Tensor:
+    """float32, channels-last contiguous (no copy when already so)."""
+    return t.to(torch.float32).contiguous(memory_format=torch.channels_last)
+
+
+def _addr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _vec(t: torch.Tensor | None, n: int, name: str) -> torch.Tensor | None:
+    if t is None:
+        return None
+    t = t.detach().to(torch.float32).reshape(-1).contiguous()
+    if t.numel() != n:
+        raise ValueError(f"{name}: expected {n} values, got {t.numel()}")
+    return t
+
+
+def binary_conv(
+    x: torch.Tensor,
+    wbits: torch.Tensor,
+    out_channels: int,
+    kernel_size: int,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    shift: torch.Tensor | None = None,
+    slope: torch.Tensor | None = None,
+    post_bias: torch.Tensor | None = None,
+    smap: torch.Tensor | None = None,
+    cmap: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    post_slope: torch.Tensor | None = None,
+    threads: int | None = None,
+    isa: int = -1,
+) -> torch.Tensor:
+    """y = epilogue(scale * conv(sign(x + shift), sign(W)) + bias), zero padding k//2, stride 1.
+
+    x: (N, C, H, W). wbits/out_channels/kernel_size from `pack_weight_signs`. Per output channel o (optional
+    stages in this order): y = scale*dot + bias; y = prelu(y, slope) + post_bias; y *= smap (N,1,H,W);
+    y *= cmap (N,O,1,1); y += residual (N,O,H,W); y = prelu(y, post_slope). Returns (N, O, H, W) channels-last.
+    """
+    k = require_kernel()
+    if x.dim() != 4 or x.device.type != "cpu":
+        raise ValueError("bitpack: expected a 4-D CPU tensor")
+    n, c, h, w = x.shape
+    o = out_channels
+    op = wbits.shape[-1]
+    if wbits.shape != (kernel_size, kernel_size, (c + 63) // 64, op) or wbits.dtype != torch.int64:
+        raise ValueError(f"bitpack: packed weights {tuple(wbits.shape)} do not fit an input with {c} channels")
+    x = _cl(x)
+    shift = _vec(shift, c, "shift")
+    scale, bias = _vec(scale, o, "scale"), _vec(bias, o, "bias")
+    slope, post_bias, post_slope = _vec(slope, o, "slope"), _vec(post_bias, o, "post_bias"), _vec(post_slope, o, "post_slope")
+    if smap is not None:
+        smap = smap.to(torch.float32).expand(n, 1, h, w).contiguous()
+    if cmap is not None:
+        cmap = cmap.to(torch.float32).expand(n, o, 1, 1).contiguous()
+    if residual is not None:
+        if residual.shape != (n, o, h, w):
+            raise ValueError(f"bitpack: residual {tuple(residual.shape)} != output {(n, o, h, w)}")
+        residual = _cl(residual)
+    out = torch.empty((n, o, h, w), dtype=torch.float32, memory_format=torch.channels_last)
+    k.conv(
+        x.data_ptr(), _addr(shift), wbits.data_ptr(), n, h, w, c, o, op, kernel_size,
+        scale.data_ptr(), bias.data_ptr(), _addr(slope), _addr(post_bias), _addr(smap), _addr(cmap),
+        _addr(residual), _addr(post_slope), out.data_ptr(), int(threads or default_threads()), isa,
+    )
+    return out
+
+
+def pack_activations(x: torch.Tensor, shift: torch.Tensor | None = None, isa: int = -1) -> torch.Tensor:
+    """Sign bits of x + shift (bit = value < 0) as (N, H, W, ceil(C/64)) uint64 words stored as int64."""
+    k = require_kernel()
+    n, c, h, w = x.shape
+    x = _cl(x)
+    shift = _vec(shift, c, "shift")
+    out = torch.empty((n, h, w, (c + 63) // 64), dtype=torch.int64)
+    k.pack(x.data_ptr(), _addr(shift), n, h, w, c, out.data_ptr(), isa)
+    return out
