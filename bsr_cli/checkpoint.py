@@ -5,12 +5,13 @@ Layout of a file written by `save_checkpoint` (format version 1):
 * For every binary conv (a `BinaryConv2d`, found by duck typing: a module with a `weight` parameter, a
   `weight_quantizer` that is not None and a `binarized_weight()` method), with module name `P`:
 
-  - `P.weight.bits`  uint8, shape (O, ceil(K / 8)) with K = weight[0].numel(): the signs of the binarized
-    weight, one row per output channel, packed with `numpy.packbits(bits, axis=1)` (default big-endian bit
+  - `P.weight.bits`  uint8, shape (O, ceil(K / 8)) with K = weight[0].numel(): the signs s = sign(W) of the
+    latent weight (0 -> +1), so that binarized_weight() = alpha_o * s (with alpha_o > 0: the signs of the
+    binarized weight), one row per output channel, packed with `numpy.packbits(bits, axis=1)` (default big-endian bit
     order: the first weight of a row is the most significant bit of its first byte; a row is zero-padded
     to whole bytes). **Bit 1 means -1, bit 0 means +1** (the IEEE sign bit; every binarizer maps 0 to +1).
   - `P.weight.alpha` float32, shape (O,), only for quantizers whose scale is computed from the latent weight
-    (e.g. mean|W| per output channel as in XNOR/BBCU): alpha[o] = |binarized_weight()[o]|.
+    (e.g. mean|W| per output channel as in XNOR/BBCU): binarized_weight()[o] = alpha[o] * s[o].
     Quantizers that own their scale as a parameter (learnable scale, Ma 2019) store it under their own
     state-dict key like any other FP parameter; plain sign (E2FIF) needs no scale at all.
 
@@ -139,7 +140,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, metadata: dict) ->
         key = f"{name}.weight" if name else "weight"
         latent = conv.weight.detach().clone()
         bw = _binarized(conv)
-        signs = torch.where(bw < 0, -1.0, 1.0)
+        signs = torch.where(latent >= 0, 1.0, -1.0).to(latent.dtype)  # binarized_weight() = alpha * signs
         info = {"shape": list(latent.shape), "quantizer": type(conv.weight_quantizer).__name__}
         try:
             with torch.no_grad():
@@ -147,8 +148,9 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, metadata: dict) ->
             if torch.equal(_binarized(conv), bw):
                 info["kind"] = "sign"
             else:
-                alpha = bw.abs().reshape(bw.shape[0], -1).amax(dim=1).float()
-                if _reconstruct_scaled(conv, signs, alpha):
+                alpha = (bw * signs).reshape(bw.shape[0], -1)[:, 0].float()
+                uniform = torch.equal(alpha.view(-1, *([1] * (bw.dim() - 1))) * signs, bw)
+                if uniform and _reconstruct_scaled(conv, signs, alpha):
                     info["kind"] = "scale"
                     tensors[f"{key}.alpha"] = alpha.cpu().contiguous()
         finally:
@@ -158,7 +160,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, metadata: dict) ->
         if "kind" not in info:
             warnings.warn(f"{key}: quantizer {info['quantizer']} cannot be rebuilt from signs; stored as float32")
             continue
-        tensors[f"{key}.bits"] = pack_signs(bw)
+        tensors[f"{key}.bits"] = pack_signs(signs)
         packed[key] = info
         state.pop(key, None)
     for key, value in state.items():
