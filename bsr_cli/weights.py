@@ -1,0 +1,406 @@
+"""Pretrained weights: the manifest, the cache, bundled files and a verified, resumable download.
+
+The manifest (`bsr_cli/data/weights_manifest.json`, `{"checkpoints": [entry, ...]}`) is bsr's pretrained
+config: one entry per checkpoint with `name` (`<model>-x<scale>`), `model`, `scale`, `file`, `sha256`,
+`bytes`, `urls`, `license`, `default`, `bundled`, `binary`, `recipe` and `metrics`.
+
+A checkpoint is resolved in this order: the cache (`<cache root>/weights/<file>`, cache root =
+`$BSR_CACHE_DIR` or `platformdirs.user_cache_dir("bsr")`), the files bundled in the package
+(`bsr_cli/weights/<file>`), then a download into the cache. Every file is checked against the manifest's
+byte size and full sha256 before use.
+
+Environment (read at call time):
+  BSR_CACHE_DIR    cache root (weights go to `$BSR_CACHE_DIR/weights`).
+  BSR_WEIGHTS_URL  mirror base URL(s), comma-separated; `<base>/<file>` is tried before the entry's urls.
+  BSR_OFFLINE=1    never touch the network; a missing file fails with the exact path to put it at.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from bsr_cli.errors import BsrError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+MANIFEST_PATH = PACKAGE_DIR / "data" / "weights_manifest.json"
+BUNDLED_DIR = PACKAGE_DIR / "weights"
+RELEASE_URL = "https://github.com/bsr-project/bsr/releases/download/v{version}/{file}"
+_CHUNK = 1 << 16
+_TIMEOUT_S = 30
+
+
+# --------------------------------------------------------------------------------------------- places
+def cache_root() -> Path:
+    """`$BSR_CACHE_DIR` if set, else the platform's user cache dir for bsr (e.g. ~/.cache/bsr)."""
+    env = os.environ.get("BSR_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("bsr"))
+
+
+def cache_dir() -> Path:
+    """Where downloaded checkpoints live: `<cache root>/weights`."""
+    return cache_root() / "weights"
+
+
+def is_offline() -> bool:
+    """True when `BSR_OFFLINE` is set to 1/true/yes/on."""
+    return os.environ.get("BSR_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def safe_filename(entry: dict) -> str:
+    """The entry's file name, refused unless it is a plain name that stays inside the cache dir."""
+    name = entry.get("file")
+    bad = (
+        not isinstance(name, str)
+        or not name
+        or name in {".", ".."}
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or ":" in name
+        or os.path.isabs(name)
+        or Path(name).name != name
+    )
+    if bad:
+        raise BsrError(f"manifest entry {entry.get('name', '?')!r} has an unsafe file name {name!r} "
+                       "(must be a plain file name, no directories)")
+    return name
+
+
+def cache_path(entry: dict) -> Path:
+    """The path where `entry`'s file is (or would be) cached."""
+    return cache_dir() / safe_filename(entry)
+
+
+def bundled_path(entry: dict) -> Path:
+    """The path where `entry`'s file would be bundled inside the package."""
+    return BUNDLED_DIR / safe_filename(entry)
+
+
+# --------------------------------------------------------------------------------------------- manifest
+def load_manifest(path: str | Path | None = None) -> dict:
+    """The parsed manifest `{"checkpoints": [...]}` (default: the packaged one)."""
+    path = Path(path) if path is not None else MANIFEST_PATH
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"checkpoints": []}
+    except json.JSONDecodeError as exc:
+        raise BsrError(f"weights manifest {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), list):
+        raise BsrError(f"weights manifest {path} must be an object with a 'checkpoints' list")
+    return data
+
+
+def entries() -> list[dict]:
+    """All manifest entries."""
+    return load_manifest()["checkpoints"]
+
+
+def find_entry(name_or_model: str, scale: int | None = None) -> dict:
+    """The manifest entry for an entry name (`ebsr-light-x4`) or a model name plus scale (`ebsr-light`, 4).
+
+    Unknown names fail with the closest known names.
+    """
+    all_entries = entries()
+    for e in all_entries:
+        if e.get("name") == name_or_model:
+            if scale is not None and int(e["scale"]) != int(scale):
+                raise BsrError(f"{name_or_model} is a x{e['scale']} checkpoint, not x{scale}")
+            return e
+    matches = [e for e in all_entries if e.get("model") == name_or_model]
+    if matches:
+        if scale is not None:
+            matches = [e for e in matches if int(e["scale"]) == int(scale)]
+            if not matches:
+                have = ", ".join(f"x{e['scale']}" for e in all_entries if e.get("model") == name_or_model)
+                raise BsrError(f"no x{scale} weights for {name_or_model} (available: {have}); "
+                               "pass --checkpoint to use your own")
+        if len(matches) == 1:
+            return matches[0]
+        names = ", ".join(e["name"] for e in matches)
+        raise BsrError(f"{name_or_model} has weights at several scales ({names}); give a scale or an entry name")
+    known = sorted({e.get("name", "") for e in all_entries} | {e.get("model", "") for e in all_entries})
+    close = difflib.get_close_matches(name_or_model, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; run `bsr models` for the list"
+    raise BsrError(f"no pretrained weights named {name_or_model!r}{hint}")
+
+
+def _set5_psnr(entry: dict) -> float:
+    try:
+        return float(entry["metrics"]["Set5"]["psnr"])
+    except (KeyError, TypeError, ValueError):
+        return float("-inf")
+
+
+def default_model(scale: int) -> str | None:
+    """The model name to use at `scale` when none is given: the entry flagged `"default": true`,
+    else the binary entry with the best Set5 PSNR; None when the manifest has nothing at that scale."""
+    at_scale = [e for e in entries() if int(e.get("scale", 0)) == int(scale)]
+    flagged = [e for e in at_scale if e.get("default")]
+    if flagged:
+        return flagged[0]["model"]
+    binary = [e for e in at_scale if e.get("binary", True)]
+    if not binary:
+        return None
+    return max(binary, key=_set5_psnr)["model"]
+
+
+# --------------------------------------------------------------------------------------------- verify
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(path: str | Path, entry: dict) -> bool:
+    """True when `path` exists and matches the entry's byte size and sha256."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    if entry.get("bytes") is not None and path.stat().st_size != int(entry["bytes"]):
+        return False
+    return sha256_file(path) == str(entry.get("sha256", "")).lower()
+
+
+def locate(entry: dict) -> tuple[str, Path | None]:
+    """Where a verified copy of the entry's file already is: ("cache"|"bundled", path) or ("missing", None)."""
+    for where, path in (("cache", cache_path(entry)), ("bundled", bundled_path(entry))):
+        if verify(path, entry):
+            return where, path
+    return "missing", None
+
+
+# --------------------------------------------------------------------------------------------- download
+def candidate_urls(entry: dict) -> list[str]:
+    """Mirror URLs from `BSR_WEIGHTS_URL` (base + file name) followed by the entry's own urls."""
+    file = safe_filename(entry)
+    bases = [b.strip() for b in os.environ.get("BSR_WEIGHTS_URL", "").split(",") if b.strip()]
+    urls = [f"{b.rstrip('/')}/{file}" for b in bases] + list(entry.get("urls") or [])
+    seen, out = set(), []
+    for u in urls:
+        if u not in seen:
+            seen.add(u)
+            out.append(u)
+    return out
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+class _Progress:
+    """A rich progress bar on stderr (only on a terminal, only when asked for)."""
+
+    def __init__(self, enabled: bool, label: str, total: int | None):
+        self.bar = None
+        if not enabled:
+            return
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+        self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                            TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task(label, total=total)
+
+    def update(self, completed: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=completed)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+class _Corrupt(OSError):
+    """The server's data cannot be the manifest's file (too long, wrong range): the partial file is dropped."""
+
+
+def _fetch(url: str, part: Path, expected: int | None, progress: _Progress, restarted: bool = False) -> None:
+    """Download `url` into `part`, resuming from its current size with an HTTP Range request."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise OSError("only http(s) URLs are supported")
+    start = part.stat().st_size if part.exists() else 0
+    if expected is not None and start > expected:
+        part.unlink()
+        start = 0
+    if expected is not None and start == expected:
+        return  # complete already; the caller verifies it
+    from bsr_cli import __version__
+
+    headers = {"User-Agent": f"bsr/{__version__}"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and start and not restarted:  # our partial file does not fit: start over
+            part.unlink()
+            return _fetch(url, part, expected, progress, restarted=True)
+        raise
+    with resp:
+        status = resp.status or 200
+        if start and status == 206:
+            content_range = resp.headers.get("Content-Range", "")
+            if not content_range.startswith(f"bytes {start}-"):
+                raise _Corrupt(f"server answered the resume request with a wrong range {content_range!r}")
+            mode = "ab"
+        else:
+            start, mode = 0, "wb"  # server ignored Range (200): take the whole file
+        done = start
+        progress.update(done)
+        with open(part, mode) as f:
+            while True:
+                chunk = resp.read(_CHUNK)
+                if not chunk:
+                    break
+                done += len(chunk)
+                if expected is not None and done > expected:
+                    raise _Corrupt(f"server sent more than the manifest's {expected} bytes")
+                f.write(chunk)
+                progress.update(done)
+
+
+def download(entry: dict, progress: bool = True) -> Path:
+    """Download the entry's file into the cache and verify it; returns the cached path.
+
+    Tries `BSR_WEIGHTS_URL` mirrors, then the entry's urls. Writes `<file>.part` (resumed with HTTP Range
+    when present), checks size + sha256, then `os.replace`s it into place. A checksum mismatch deletes the
+    partial file. With `BSR_OFFLINE=1` no socket is opened: fails with the path to put the file at.
+    """
+    target = cache_path(entry)
+    name = entry.get("name", target.name)
+    if verify(target, entry):
+        return target
+    if is_offline():
+        raise BsrError(f"{name} is not available offline (BSR_OFFLINE=1): put {target.name} "
+                       f"(sha256 {entry.get('sha256', '?')}) at {target}")
+    urls = candidate_urls(entry)
+    if not urls:
+        raise BsrError(f"no download URL for {name}: put {target.name} at {target} or set BSR_WEIGHTS_URL")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    expected = int(entry["bytes"]) if entry.get("bytes") is not None else None
+    failures = []
+    for url in urls:
+        bar = _Progress(progress, f"{name}", expected)
+        try:
+            _fetch(url, part, expected, bar)
+        except urllib.error.HTTPError as exc:
+            failures.append(f"{url}: HTTP {exc.code}")
+            continue
+        except urllib.error.URLError as exc:
+            failures.append(f"{url}: {_one_line(exc.reason)}")
+            continue
+        except _Corrupt as exc:
+            part.unlink(missing_ok=True)
+            failures.append(f"{url}: {_one_line(exc)}, partial file deleted")
+            continue
+        except OSError as exc:  # timeouts, resets, refused connections
+            failures.append(f"{url}: {_one_line(exc)}")
+            continue
+        finally:
+            bar.close()
+        if verify(part, entry):
+            os.replace(part, target)
+            return target
+        got_bytes = part.stat().st_size if part.exists() else 0
+        if expected is not None and got_bytes < expected:  # cut short: keep the .part to resume next time
+            failures.append(f"{url}: incomplete ({got_bytes} of {expected} bytes; run again to resume)")
+            continue
+        got = sha256_file(part) if part.exists() else "nothing"
+        part.unlink(missing_ok=True)
+        failures.append(f"{url}: checksum mismatch (expected sha256 {entry.get('sha256')}, {expected} bytes; "
+                        f"got {got}, {got_bytes} bytes), file deleted")
+    raise BsrError(f"could not download {name}: " + "; ".join(failures))
+
+
+def resolve_checkpoint(name: str | dict, scale: int | None = None, progress: bool = True) -> Path:
+    """Path of a verified checkpoint for an entry (or entry/model name): cache, then bundled, then download."""
+    entry = name if isinstance(name, dict) else find_entry(name, scale)
+    where, path = locate(entry)
+    if path is not None:
+        return path
+    return download(entry, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------- models
+def _torch_backend(model: str, scale: int, path: Path):
+    from bsr_cli.checkpoint import load_into
+    from bsr_cli.models import create_model
+
+    net = create_model(model, scale)
+    load_into(net, path)
+    return net.eval()
+
+
+# backend name -> fn(model_name, scale, checkpoint_path) -> callable model; other backends register here
+BACKENDS: dict[str, Callable] = {"torch": _torch_backend}
+
+
+def register_backend(name: str, loader: Callable) -> None:
+    """Make `load_model(..., backend=name)` call `loader(model_name, scale, checkpoint_path)`."""
+    BACKENDS[name] = loader
+
+
+def load_model(name: str | None, scale: int | None = None, checkpoint: str | Path | None = None,
+               backend: str = "torch"):
+    """A pretrained model in eval mode.
+
+    `name`: a model (`ebsr-light`) or a manifest entry (`ebsr-light-x4`); None means the default model at
+    `scale` (or the model recorded in `checkpoint`). `checkpoint`: a packed checkpoint path that overrides the
+    manifest. `backend`: "torch" (others are registered with `register_backend`).
+    """
+    loader = BACKENDS.get(backend)
+    if loader is None:
+        raise BsrError(f"backend {backend} not available (available: {', '.join(sorted(BACKENDS))})")
+    if checkpoint is not None:
+        from bsr_cli.checkpoint import read_metadata
+
+        path = Path(checkpoint)
+        meta = read_metadata(path)
+        model = name
+        if name is not None and name not in _model_names() and any(e.get("name") == name for e in entries()):
+            model = find_entry(name)["model"]
+        model = model or meta.get("model")
+        scale = scale or meta.get("scale")
+        if not model or not scale:
+            raise BsrError(f"{path} does not record its model/scale: pass --model and --scale")
+        if meta.get("model") not in (None, model):
+            raise BsrError(f"{path} holds weights for {meta['model']}, not {model}")
+        return loader(model, int(scale), path)
+    if name is None:
+        if scale is None:
+            raise BsrError("give a model name or a scale")
+        name = default_model(scale)
+        if name is None:
+            raise BsrError(f"no pretrained weights at x{scale}; pass --model and --checkpoint")
+    entry = find_entry(name, scale)
+    path = resolve_checkpoint(entry)
+    return loader(entry["model"], int(entry["scale"]), path)
+
+
+def _model_names() -> set[str]:
+    try:
+        from bsr_cli.models import list_models
+    except ImportError:  # model zoo not built
+        return set()
+    return set(list_models())
