@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Add (or update) a packed checkpoint in bsr's weights manifest.
+
+    python scripts/add_to_manifest.py CKPT [--default] [--bundle] [--license MIT]
+                                      [--data-dir ../shared/datasets/benchmark] [--metrics-json FILE | --no-eval]
+
+Reads the checkpoint's metadata (model, scale, training recipe), computes its sha256 and byte size, names the
+entry `<model>-x<scale>` with file `<model>-x<scale>.safetensors`, copies the file into `bsr_cli/weights/`
+when `--bundle` is given, measures PSNR/SSIM on Set5/Set14/B100/Urban100 at the checkpoint's scale with
+`bsr_cli.evaluate.evaluate` (or takes them from a `bsr eval --json` document given by `--metrics-json`), and
+writes the entry into `bsr_cli/data/weights_manifest.json` (replacing an entry of the same name).
+`--default` makes it the default at its scale (and clears the flag on the others at that scale).
+Non-bundled files must be uploaded to the release URL printed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from bsr_cli import __version__, weights
+from bsr_cli.checkpoint import read_metadata
+from bsr_cli.errors import BsrError
+
+DATASETS = ("Set5", "Set14", "B100", "Urban100")
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "benchmark"
+
+
+def _metric_pair(result) -> dict:
+    """{psnr, ssim} rounded to 4 decimals from a dict or an object with psnr/ssim."""
+    get = result.get if isinstance(result, dict) else lambda k: getattr(result, k)
+    return {"psnr": round(float(get("psnr")), 4), "ssim": round(float(get("ssim")), 4)}
+
+
+def measure(ckpt: Path, model: str, scale: int, data_dir: Path, datasets=DATASETS) -> dict:
+    """PSNR/SSIM per dataset with `bsr_cli.evaluate.evaluate(net, dataset, scale, data_dir=...)`."""
+    try:
+        from bsr_cli.evaluate import evaluate  # another engineer's module: imported only when measuring
+    except ImportError as exc:
+        raise BsrError(f"cannot evaluate ({exc}): pass --metrics-json (a `bsr eval --json` output) or --no-eval")
+
+    net = weights.load_model(model, scale, checkpoint=ckpt)
+    metrics = {}
+    for ds in datasets:
+        metrics[ds] = _metric_pair(evaluate(net, ds, scale, data_dir=str(data_dir)))
+        print(f"  {ds}: {metrics[ds]['psnr']:.2f} dB / {metrics[ds]['ssim']:.4f}", file=sys.stderr)
+    return metrics
+
+
+def metrics_from_json(path: Path, model: str, scale: int) -> dict:
+    """Metrics from a `bsr eval --json` document: {"results": [{model, scale, dataset, psnr, ssim}, ...]}."""
+    doc = json.loads(Path(path).read_text())
+    rows = [r for r in doc.get("results", []) if int(r.get("scale", scale)) == scale
+            and r.get("model") in (model, f"{model}-x{scale}", None)]
+    if not rows:
+        raise BsrError(f"{path} has no results for {model} x{scale}")
+    return {r["dataset"]: _metric_pair(r) for r in rows}
+
+
+def build_entry(ckpt: Path, meta: dict, license_: str, bundled: bool, default: bool, metrics: dict | None,
+                old: dict | None) -> dict:
+    model, scale = meta["model"], int(meta["scale"])
+    name = f"{model}-x{scale}"
+    file = f"{name}.safetensors"
+    return {
+        "name": name,
+        "model": model,
+        "scale": scale,
+        "file": file,
+        "sha256": weights.sha256_file(ckpt),
+        "bytes": ckpt.stat().st_size,
+        "urls": [weights.RELEASE_URL.format(version=__version__, file=file)],
+        "license": license_,
+        "default": default,
+        "bundled": bundled,
+        "binary": bool(meta.get("packed")),
+        "format_version": meta.get("format_version"),
+        "recipe": meta.get("training") or meta.get("recipe") or {},
+        "metrics": metrics if metrics is not None else (old or {}).get("metrics", {}),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("ckpt", type=Path, help="packed checkpoint (.safetensors) written by bsr train")
+    ap.add_argument("--default", action="store_true", help="make it the default model at its scale")
+    ap.add_argument("--bundle", action="store_true", help="copy it into bsr_cli/weights/ (shipped in the wheel)")
+    ap.add_argument("--license", default="MIT")
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    ap.add_argument("--metrics-json", type=Path, help="take metrics from a `bsr eval --json` output")
+    ap.add_argument("--no-eval", action="store_true", help="keep the entry's existing metrics")
+    ap.add_argument("--manifest", type=Path, default=weights.MANIFEST_PATH)
+    args = ap.parse_args(argv)
+    try:
+        meta = read_metadata(args.ckpt)
+        if "model" not in meta or "scale" not in meta:
+            raise BsrError(f"{args.ckpt} has no model/scale metadata")
+        model, scale = meta["model"], int(meta["scale"])
+        manifest = weights.load_manifest(args.manifest)
+        name = f"{model}-x{scale}"
+        old = next((e for e in manifest["checkpoints"] if e.get("name") == name), None)
+        if args.metrics_json:
+            metrics = metrics_from_json(args.metrics_json, model, scale)
+        elif args.no_eval:
+            metrics = None
+        else:
+            print(f"evaluating {name} on {', '.join(args.datasets)} ...", file=sys.stderr)
+            metrics = measure(args.ckpt, model, scale, args.data_dir, args.datasets)
+        entry = build_entry(args.ckpt, meta, args.license, args.bundle, args.default, metrics, old)
+        if args.bundle:
+            dest = weights.BUNDLED_DIR / entry["file"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if args.ckpt.resolve() != dest.resolve():
+                shutil.copyfile(args.ckpt, dest)
+        entries = [e for e in manifest["checkpoints"] if e.get("name") != name]
+        if args.default:
+            for e in entries:
+                if int(e.get("scale", 0)) == scale:
+                    e["default"] = False
+        entries.append(entry)
+        entries.sort(key=lambda e: (int(e.get("scale", 0)), e.get("name", "")))
+        manifest["checkpoints"] = entries
+        tmp = args.manifest.with_name(args.manifest.name + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        tmp.replace(args.manifest.resolve() if args.manifest.is_symlink() else args.manifest)
+    except BsrError as exc:
+        print(f"add_to_manifest: error: {exc}", file=sys.stderr)
+        return 2
+    where = f"bundled as {weights.BUNDLED_DIR / entry['file']}" if args.bundle else \
+        f"upload {args.ckpt} as {entry['urls'][0]}"
+    print(f"{name}: sha256 {entry['sha256']}, {entry['bytes']} bytes; {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
