@@ -156,6 +156,24 @@ def default_model(scale: int) -> str | None:
     return max(binary, key=_set5_psnr)["model"]
 
 
+def pretrained_summary() -> dict[str, list[dict]]:
+    """model -> its checkpoints, for `bsr models`: [{name, scale, default, bundled, metrics: {Set5, Urban100, ...}}]
+    sorted by scale; `default` is True for the model `default_model(scale)` picks."""
+    out: dict[str, list[dict]] = {}
+    defaults: dict[int, str | None] = {}
+    for e in entries():
+        scale = int(e["scale"])
+        if scale not in defaults:
+            defaults[scale] = default_model(scale)
+        out.setdefault(e["model"], []).append({
+            "name": e["name"], "scale": scale, "default": defaults[scale] == e["model"],
+            "bundled": bool(e.get("bundled")), "metrics": e.get("metrics") or {},
+        })
+    for rows in out.values():
+        rows.sort(key=lambda r: r["scale"])
+    return out
+
+
 # --------------------------------------------------------------------------------------------- verify
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file."""

@@ -242,6 +242,9 @@ def test_find_entry_and_default(env):
     write(_entry([], name="a-x4", model="a", metrics={"Set5": {"psnr": 30.1}}, default=True),
           _entry([], name="b-x4", model="b", metrics={"Set5": {"psnr": 30.5}}))
     assert weights.default_model(4) == "a"
+    summary = weights.pretrained_summary()
+    assert [(r["name"], r["default"]) for r in summary["a"]] == [("a-x4", True)]
+    assert summary["b"][0]["metrics"]["Set5"]["psnr"] == 30.5 and not summary["b"][0]["default"]
 
 
 def test_load_model_backend_seam(env, monkeypatch):
