@@ -1,0 +1,179 @@
+"""Eq. 7 cost counting (EBSR Eq. 7; Bi-Real Net / ReActNet): OPs = FLOPs + BOPs/64, Params = P_fp + P_bi/32.
+
+Counted by forward hooks on the real modules of one forward pass at LR size `input_hw` (batch 1):
+
+- `BinaryConv2d` / `BinaryLinear` with an input quantizer (1-bit x 1-bit): MACs -> BOPs.
+- `BinaryConv2d` with ``input_quantizer=None`` (binary weights, FP activations, Ma 2019): MACs -> FLOPs.
+- `QuantConv2d` (low-bit, EBSR-SQ): MACs * w_bits * a_bits -> BOPs (the equivalent-operations rule the
+  EBSR-SQ row of EBSR Table 4 follows).
+- every other `nn.Conv2d` / `nn.Conv1d` / `nn.Linear`: MACs -> FLOPs;
+  MACs = k_h * k_w * (C_in / groups) * C_out * H_out * W_out (= weight.numel() x output positions).
+- `MatMul` (attention scores and weighted sums): MACs -> FLOPs, or BOPs when marked binary (BiBERT).
+- elementwise cost of applying re-scaling / attention maps (`Mul`, `Sub`) and of global average pooling
+  (`nn.AdaptiveAvgPool2d`): one FLOP per output (pooling: per input) element, in both conventions. The
+  EBSR/SCALES tables include this: e.g. SCALES Table V (1.56 -> 1.63 -> 1.74 G) is reproduced only with it.
+- not counted (as in the papers): BN, activations, RPReLU, biases, residual adds, pixel shuffle, bilinear/
+  nearest skips, the MeanShift and BBCU's k scaling.
+
+Conventions: "flops" (EBSR/SCALES: FLOPs = 2 x MACs and BOPs = 2 x binary MACs) or "macs" (BBCU: each
+multiply-accumulate counted once). Params: P_bi = binary weights (QuantConv2d weights count w_bits each, i.e.
+P_bi is in bits), P_fp = every other parameter (biases, thresholds, scales, RPReLU, BN affine, re-scaling
+branches); buffers are not counted.
+
+Totals and the four parts of the model contract (head, body, upsampler, tail; BBCU Table 6) are reported;
+cost outside the four parts (none for the bsr models) goes to "other".
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from bsr_cli.errors import BsrError
+from bsr_cli.nn.binary_conv import BinaryConv2d, QuantConv2d
+from bsr_cli.nn.blocks import MatMul
+from bsr_cli.nn.rescaling import Mul, Sub
+
+__all__ = ["PARTS", "CONVENTIONS", "profile_model", "format_count"]
+
+PARTS = ("head", "body", "upsampler", "tail")
+CONVENTIONS = ("flops", "macs")
+_KEYS = ("fp_macs", "bin_macs", "bit_ops", "elementwise")
+
+
+def _positions(out: torch.Tensor, c_out: int) -> int:
+    return out.numel() // c_out
+
+
+def _module_parts(model: nn.Module) -> dict[nn.Module, str]:
+    owner: dict[nn.Module, str] = {}
+    for part in PARTS:
+        sub = getattr(model, part, None)
+        if isinstance(sub, nn.Module):
+            for m in sub.modules():
+                owner.setdefault(m, part)
+    return owner
+
+
+def _count_params(modules, seen: set) -> tuple[int, int]:
+    fp = bi = 0
+    for m in modules:
+        for pname, p in m.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if pname == "weight" and isinstance(m, BinaryConv2d):
+                bi += p.numel()
+            elif pname == "weight" and isinstance(m, QuantConv2d):
+                bi += p.numel() * m.w_bits
+            else:
+                fp += p.numel()
+    return fp, bi
+
+
+def _finish(raw: dict, fp: int, bi: int, convention: str) -> dict:
+    mult = 2 if convention == "flops" else 1
+    flops = mult * raw["fp_macs"] + raw["elementwise"]
+    bops = mult * (raw["bin_macs"] + raw["bit_ops"])
+    return {
+        "params_fp": fp,
+        "params_bi": bi,
+        "params": fp + bi / 32,
+        "flops": flops,
+        "bops": bops,
+        "ops": flops + bops / 64,
+    }
+
+
+def profile_model(model: nn.Module, input_hw=(128, 128), convention: str = "flops") -> dict:
+    """Count Params_fp, Params_bi, Params, FLOPs, BOPs, OPs (Eq. 7) of `model` for one LR input of size
+    `input_hw` = (h, w), in total and per part. Returns the JSON-ready dict of `bsr profile --json`."""
+    if convention not in CONVENTIONS:
+        raise BsrError(f"unknown convention {convention!r} (use one of: {', '.join(CONVENTIONS)})")
+    h, w = (int(v) for v in input_hw)
+    if h <= 0 or w <= 0:
+        raise BsrError(f"input size must be positive, got {h}x{w}")
+    owner = _module_parts(model)
+    raw: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_KEYS, 0))
+
+    def add(m, key, n):
+        raw[owner.get(m, "other")][key] += int(n)
+
+    def conv_hook(m, inp, out):
+        macs = m.weight.numel() * _positions(out, m.weight.shape[0])
+        if isinstance(m, BinaryConv2d) and m.binary_activations:
+            add(m, "bin_macs", macs)
+        elif isinstance(m, QuantConv2d):
+            add(m, "bit_ops", macs * m.w_bits * m.a_bits)
+        else:
+            add(m, "fp_macs", macs)
+
+    def linear_hook(m, inp, out):
+        add(m, "fp_macs", m.weight.numel() * _positions(out, m.out_features))
+
+    def matmul_hook(m, inp, out):
+        add(m, "bin_macs" if m.binary else "fp_macs", out.numel() * inp[0].shape[-1])
+
+    def elementwise_hook(m, inp, out):
+        add(m, "elementwise", out.numel())
+
+    def pool_hook(m, inp, out):
+        add(m, "elementwise", inp[0].numel())
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv1d)):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+        elif isinstance(m, MatMul):
+            handles.append(m.register_forward_hook(matmul_hook))
+        elif isinstance(m, (Mul, Sub)):
+            handles.append(m.register_forward_hook(elementwise_hook))
+        elif isinstance(m, nn.AdaptiveAvgPool2d):
+            handles.append(m.register_forward_hook(pool_hook))
+    was_training = model.training
+    try:
+        model.eval()
+        p = next(model.parameters(), None)
+        x = torch.zeros(1, 3, h, w, dtype=p.dtype if p is not None else torch.float32)
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hd in handles:
+            hd.remove()
+        model.train(was_training)
+
+    seen: set = set()
+    parts = {}
+    for part in PARTS:
+        sub = getattr(model, part, None)
+        fp, bi = _count_params(sub.modules(), seen) if isinstance(sub, nn.Module) else (0, 0)
+        parts[part] = _finish(raw[part], fp, bi, convention)
+    fp_o, bi_o = _count_params(model.modules(), seen)
+    if fp_o or bi_o or any(raw["other"].values()):
+        parts["other"] = _finish(raw["other"], fp_o, bi_o, convention)
+    total = {k: sum(pv[k] for pv in parts.values()) for k in ("params_fp", "params_bi", "flops", "bops")}
+    result = {
+        "model": getattr(model, "model_name", type(model).__name__),
+        "scale": getattr(model, "scale", None),
+        "input": [h, w],
+        "convention": convention,
+        "params_fp": total["params_fp"],
+        "params_bi": total["params_bi"],
+        "params": total["params_fp"] + total["params_bi"] / 32,
+        "flops": total["flops"],
+        "bops": total["bops"],
+        "ops": total["flops"] + total["bops"] / 64,
+        "parts": parts,
+    }
+    return result
+
+
+def format_count(n: float, unit: str = "") -> str:
+    """1234567 -> '1.23M', 6.498e10 -> '64.98G'."""
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{suffix}{unit}"
+    return f"{n:.0f}{unit}" if float(n).is_integer() else f"{n:.2f}{unit}"
