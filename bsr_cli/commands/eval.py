@@ -1,0 +1,128 @@
+"""`bsr eval`: PSNR/SSIM of models on the SR benchmarks under the papers' protocol, beside the published values."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from bsr_cli.errors import BsrError
+from bsr_cli.evaluate import BACKENDS, check_scale, default_model_name, evaluate, load_sr_function
+from bsr_cli.paper_results import paper_result
+
+DEFAULT_DATASETS = ("Set5", "Set14", "B100", "Urban100")
+PROTOCOL_LINE = (
+    "protocol: HR modcrop(scale); LR = MATLAB bicubic imresize (antialiased) rounded to uint8; SR clamped and "
+    "rounded to uint8; PSNR/SSIM on Y (BT.601, 16-235, Y rounded; gray images on raw values), "
+    "crop = scale px per side; SSIM 11x11 Gaussian sigma 1.5"
+)
+
+
+def command(
+    model: Optional[List[str]] = typer.Option(
+        None, "--model", "-m", help="Model name (repeatable). 'bicubic' needs no weights. "
+        "Default: the manifest's default model for the scale, else bicubic."
+    ),
+    dataset: Optional[List[str]] = typer.Option(
+        None, "--dataset", "-d", help="Set5, Set14, B100 (BSD100), Urban100, Manga109, DIV2K-val (repeatable). "
+        "Default: Set5, Set14, B100, Urban100."
+    ),
+    scale: int = typer.Option(4, "--scale", "-s", help="Upscaling factor: 2, 3 or 4."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", help="Folder with <Name>/ subfolders of HR images (else $BSR_DATA_DIR, else the cache "
+        "or a download)."
+    ),
+    save_images: Optional[Path] = typer.Option(
+        None, "--save-images", help="Write SR images to DIR/<model>/<dataset>/x<scale>/."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of a table."),
+    backend: str = typer.Option("torch", "--backend", help="Inference backend: torch, onnx or bitpack."),
+) -> None:
+    """Score models on SR benchmarks (PSNR/SSIM, Y channel, crop = scale) beside the paper-reported values."""
+    check_scale(scale)
+    if backend not in BACKENDS:
+        raise BsrError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    models = list(model) if model else [default_model_name(scale)]
+    datasets = list(dataset) if dataset else list(DEFAULT_DATASETS)
+    from bsr_cli.datasets import get_dataset
+
+    datasets = [get_dataset(d).name for d in datasets]  # unknown names fail before any work
+
+    results = []
+    for name in models:
+        sr_fn = load_sr_function(name, scale, backend)
+        for ds in datasets:
+            with _progress_bar(f"{name} {ds} x{scale}") as progress:
+                res = evaluate(name, ds, scale, data_dir=data_dir, save_images=save_images, progress=progress,
+                               backend=backend, sr_fn=sr_fn)
+            paper = paper_result(name, res["dataset"], scale)
+            if paper is not None:
+                res["paper"] = {"psnr": paper[0], "ssim": paper[1]}
+            results.append(res)
+
+    if as_json:
+        print(json.dumps({"results": results}, indent=2))
+    else:
+        _print_table(results, scale)
+    failures = [f for res in results for f in res["failures"]]
+    if failures:
+        seen = set()
+        for f in failures:
+            line = f["error"] if f["path"] in f["error"] else f"{f['path']}: {f['error']}"
+            if line not in seen:
+                seen.add(line)
+                print(f"bsr: failed: {line}", file=sys.stderr)
+        raise typer.Exit(code=1)
+
+
+class _progress_bar:
+    """A rich progress bar on stderr (silent when stderr is not a terminal); yields a progress callback."""
+
+    def __init__(self, label: str):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(file=sys.stderr)
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, disable=not console.is_terminal, transient=True,
+        )
+        self._label = label
+        self._task = None
+
+    def __enter__(self):
+        self._progress.__enter__()
+        self._task = self._progress.add_task(self._label, total=None)
+
+        def update(done: int, total: int, path: Path) -> None:
+            self._progress.update(self._task, completed=done, total=total)
+
+        return update
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _print_table(results: list[dict], scale: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bsr eval x{scale}")
+    for col in ("model", "dataset", "PSNR", "SSIM", "paper PSNR", "paper SSIM", "images", "seconds"):
+        table.add_column(col, justify="left" if col in ("model", "dataset") else "right")
+    for res in results:
+        paper = res.get("paper") or {}
+        images = str(res["images"]) + (f" ({len(res['failures'])} failed)" if res["failures"] else "")
+        table.add_row(
+            res["model"], res["dataset"], _fmt(res["psnr"], 2), _fmt(res["ssim"], 4),
+            _fmt(paper.get("psnr"), 2), _fmt(paper.get("ssim"), 4), images, f"{res['seconds']:.1f}",
+        )
+    console = Console(file=sys.stdout)
+    console.print(table)
+    console.print(PROTOCOL_LINE, soft_wrap=True)
