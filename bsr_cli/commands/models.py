@@ -1,0 +1,59 @@
+"""`bsr models`: the model registry (name, paper, family, what is binarized, scales), optionally with cost."""
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def model_rows(with_cost: bool = False, scale: int = 4, input_hw=(128, 128)) -> list[dict]:
+    """One dict per registered model. This is the seam where the weights manifest (which checkpoints exist)
+    is joined in: callers add keys to these rows."""
+    from bsr_cli.models import get_model_info, list_models
+
+    rows = []
+    for name in list_models():
+        info = get_model_info(name)
+        row = {
+            "name": name,
+            "paper": info.paper,
+            "family": info.family,
+            "binarized": info.binarized,
+            "scales": list(info.scales),
+            "description": info.description,
+        }
+        if with_cost and scale in info.scales:
+            from bsr_cli.models import create_model
+            from bsr_cli.profiling import profile_model
+
+            res = profile_model(create_model(name, scale), input_hw, "flops")
+            row.update({"params": res["params"], "ops": res["ops"], "cost_at": f"x{scale} {input_hw[1]}x{input_hw[0]}"})
+        rows.append(row)
+    return rows
+
+
+def command(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list on stdout."),
+    cost: bool = typer.Option(False, "--cost", help="Add Params/OPs (Eq. 7, x4, LR 128x128); takes a few seconds."),
+) -> None:
+    """List the registered models: name, paper, family, which parts are 1-bit, supported scales."""
+    rows = model_rows(with_cost=cost)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from bsr_cli.profiling import format_count
+
+    table = Table(title="bsr models" + (" (Params/OPs: Eq. 7, x4, LR 128x128, FLOPs = 2 x MACs)" if cost else ""))
+    cols = ["name", "paper", "binarized", "scales"] + (["Params", "OPs"] if cost else [])
+    for c in cols:
+        table.add_column(c, no_wrap=(c in ("name", "scales", "Params", "OPs")),
+                         justify="right" if c in ("Params", "OPs") else "left")
+    for r in rows:
+        vals = [r["name"], r["paper"], r["binarized"], ",".join(f"x{s}" for s in r["scales"])]
+        if cost:
+            vals += [format_count(r["params"]) if "params" in r else "-", format_count(r["ops"]) if "ops" in r else "-"]
+        table.add_row(*vals)
+    Console().print(table)
