@@ -53,10 +53,12 @@ MIN_TILE = 32
 class ModelProbe:
     """What one small forward pass tells us about a model.
 
-    ``receptive_radius``: LR pixels an output pixel depends on, in each direction (upper bound; ``inf`` when
-    the model has global operations). ``floats_per_pixel``: the largest image-derived activation, in floats
-    per LR pixel (e.g. 64 for a 64-channel body at LR, 1024 for 64 channels at 4x resolution).
-    ``global_ops``: names of operations that make the receptive field global.
+    ``receptive_radius``: LR pixels an output pixel depends on through local operations, in each direction
+    (an upper bound; ``inf`` for attention-like operations). Global means (``adaptive_avg_pool2d`` to 1x1,
+    ``mean`` over H and W, as in SE attention and EBSR/SCALES channel re-scaling) count as constants here:
+    ``upscale_array`` computes them over the whole image (see ``GlobalMeans``) and injects them into every tile.
+    ``global_ops``: names of the global operations found. ``floats_per_pixel``: the largest image-derived
+    activation, in floats per LR pixel (64 for a 64-channel body at LR, 1024 for 64 channels at 4x).
     """
 
     receptive_radius: float
@@ -65,20 +67,50 @@ class ModelProbe:
 
     @property
     def is_local(self) -> bool:
+        """No global operation at all: each tile is independent."""
         return not self.global_ops
+
+    @property
+    def has_global_means(self) -> bool:
+        return any(op in _GLOBAL_MEANS for op in self.global_ops)
+
+    @property
+    def tiling_exact(self) -> bool:
+        """Tiled == untiled is reachable: every global op is a global mean that ``upscale_array`` handles."""
+        return math.isfinite(self.receptive_radius) and all(op in _GLOBAL_MEANS for op in self.global_ops)
 
 
 _REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "var", "std", "norm", "var_mean", "std_mean",
                "logsumexp", "nansum", "nanmean", "median", "prod"}
 _NONLOCAL = {"matmul", "bmm", "baddbmm", "softmax", "scaled_dot_product_attention", "einsum"}
 _INTERP = {"interpolate", "upsample", "upsample_bilinear", "upsample_nearest", "grid_sample"}
+_GLOBAL_MEANS = {"adaptive_avg_pool2d", "mean"}
+
+
+def _name(func) -> str:
+    return getattr(func, "__name__", str(func)).strip("_")
+
+
+def _global_mean_kind(name: str, args, kwargs) -> bool:
+    """True for ``adaptive_avg_pool2d(x, 1)`` and ``mean(x, dim=(2, 3)/(-2, -1), ...)`` on a 4-D tensor."""
+    if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() != 4:
+        return False
+    if name == "adaptive_avg_pool2d":
+        size = args[1] if len(args) > 1 else kwargs.get("output_size")
+        size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        return size == (1, 1)
+    if name == "mean":
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        dims = dim if isinstance(dim, (tuple, list)) else [dim]
+        return dim is not None and sorted(int(d) % 4 for d in dims) == [2, 3]
+    return False
 
 
 class _RadiusTracker(TorchFunctionMode):
     """Follows every torch op of a forward pass and tracks, per image-derived tensor, its dependency radius.
 
     Radii are in LR pixels: a 3x3 conv at LR adds 1, a 3x3 conv after a x4 pixel shuffle adds 0.25.
-    Parameters and constants carry no radius (they do not depend on the image).
+    Parameters and constants carry no radius (they do not depend on the image); neither do global means.
     """
 
     def __init__(self, lr_hw: tuple[int, int]):
@@ -108,19 +140,20 @@ class _RadiusTracker(TorchFunctionMode):
             return out
         r = max(self.radius[id(a)] for a in tracked)
         x = tracked[0]
-        name = getattr(func, "__name__", str(func)).strip("_")
-        if name in ("conv2d", "conv_transpose2d", "avg_pool2d", "max_pool2d"):
+        name = _name(func)
+        if _global_mean_kind(name, args, kwargs):
+            self._global(name)
+            r = 0.0  # a per-image constant: computed over the whole image, injected into tiles
+        elif name in ("conv2d", "conv_transpose2d", "avg_pool2d", "max_pool2d"):
             r += self._window_radius(name, args, kwargs) / self._factor(x)
         elif name in _INTERP:
             r += 2.0 / self._factor(x)
-        elif name in ("pixel_unshuffle", "pixel_shuffle"):
-            r += 1.0 / self._factor(x) if name == "pixel_unshuffle" else 0.0
-        elif name.startswith("adaptive_"):
+        elif name == "pixel_unshuffle":
+            r += 1.0 / self._factor(x)
+        elif name.startswith("adaptive_") or name in _NONLOCAL or (
+                name in _REDUCTIONS and x.dim() >= 4 and self._reduces_space(x, args, kwargs)):
             self._global(name)
-        elif name in _REDUCTIONS and x.dim() >= 4 and self._reduces_space(x, args, kwargs):
-            self._global(name)
-        elif name in _NONLOCAL:
-            self._global(name)
+            r = math.inf
         for o in tree_flatten(out)[0]:
             if isinstance(o, torch.Tensor) and o.is_floating_point():
                 self.track(o, r)
@@ -160,10 +193,69 @@ def probe_model(model: Callable, size: tuple[int, int] = (24, 20)) -> ModelProbe
         tracker.track(x, 0.0)
         model(x)
     return ModelProbe(
-        receptive_radius=math.inf if tracker.global_ops else max(tracker.radius.values(), default=0.0),
+        receptive_radius=max(tracker.radius.values(), default=0.0),
         floats_per_pixel=tracker.max_floats,
         global_ops=tracker.global_ops,
     )
+
+
+class GlobalMeans(TorchFunctionMode):
+    """Makes a model's global means (SE / channel re-scaling pools) whole-image means while it runs on tiles.
+
+    Used around each tile's forward pass. The k-th global mean of the pass (models call them in a fixed order):
+
+    * adds the sum of its input over the tile's *core* (cores partition the image) to ``sums[k]``, in float64;
+    * returns ``inject[k]`` (the whole-image mean from the previous pass) instead of the tile's own mean, when
+      given.
+
+    ``upscale_array`` repeats passes until the injected means reproduce themselves (a fixed point): then every
+    tile saw the same means as the untiled forward pass, up to float rounding.
+    """
+
+    def __init__(self, inject: list[torch.Tensor] | None):
+        super().__init__()
+        self.inject = inject
+        self.sums: list[torch.Tensor] = []
+        self.areas: list[int] = []
+        self._box = (0, 0, 0, 0)
+        self._win = (1, 1)
+        self._k = 0
+
+    def tile(self, box: tuple[int, int, int, int], win_hw: tuple[int, int]) -> "GlobalMeans":
+        """Set the core (y0, y1, x0, x1) of the next tile, in LR pixels relative to its (h, w) window."""
+        self._box, self._win, self._k = box, win_hw, 0
+        return self
+
+    def _factor(self, x: torch.Tensor) -> float | None:
+        """x's resolution relative to the window, or None when x is not an image feature (e.g. a weight)."""
+        fh, fw = x.shape[-2] / self._win[0], x.shape[-1] / self._win[1]
+        return fw if fh == fw else None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = _name(func)
+        if not _global_mean_kind(name, args, kwargs):
+            return func(*args, **kwargs)
+        x = args[0]
+        f = self._factor(x)
+        if f is None:
+            return func(*args, **kwargs)
+        y0, y1, x0, x1 = (int(round(v * f)) for v in self._box)
+        part = x[:, :, y0:y1, x0:x1].double().sum(dim=(2, 3))
+        k = self._k
+        self._k += 1
+        if k == len(self.sums):
+            self.sums.append(torch.zeros_like(part))
+            self.areas.append(0)
+        self.sums[k] += part
+        self.areas[k] += (y1 - y0) * (x1 - x0)
+        out = func(*args, **kwargs)
+        if self.inject is not None:
+            out = self.inject[k].to(out.dtype).reshape(out.shape)
+        return out
+
+    def means(self) -> list[torch.Tensor]:
+        return [s / a for s, a in zip(self.sums, self.areas)]
 
 
 # --------------------------------------------------------------------------- choosing tile sizes
@@ -178,9 +270,9 @@ def bytes_per_lr_pixel(probe: ModelProbe, scale: int) -> float:
 def default_tile_pad(probe: ModelProbe) -> int:
     """Context pixels per side so that tiling is exact: receptive radius + the cross-fade + 2 for rounding.
 
-    Models with global operations get 32 (tiling is then an approximation whatever the pad).
+    Models with non-local operations (attention) get 32: tiling is then an approximation whatever the pad.
     """
-    if not probe.is_local:
+    if not math.isfinite(probe.receptive_radius):
         return 32
     return int(math.ceil(probe.receptive_radius)) + MAX_BLEND + 2
 
@@ -189,7 +281,8 @@ def auto_tile(probe: ModelProbe, scale: int, height: int, width: int, tile_pad: 
               budget_bytes: int = DEFAULT_BUDGET) -> int:
     """The largest tile core (LR pixels) whose padded window keeps activations under ``budget_bytes``.
 
-    Returns ``max(height, width)`` (one tile, no tiling) when the whole image fits.
+    Returns ``max(height, width)`` (one tile, no tiling) when the whole image fits. Models with global means
+    are then also run in one pass (tiling them costs two or more passes, see ``upscale_array``).
     """
     bpp = bytes_per_lr_pixel(probe, scale)
     if height * width * bpp <= budget_bytes:
@@ -269,33 +362,28 @@ def run_tile(model: Callable, window: np.ndarray, scale: int) -> np.ndarray:
     return y.float().numpy().transpose(1, 2, 0)
 
 
-def upscale_array(model: Callable, pixels: np.ndarray, scale: int, tile: int, tile_pad: int,
-                  out_dtype: np.dtype | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Upscale an (H, W, 3) image by ``scale`` with tiles of ``tile`` LR pixels and ``tile_pad`` context.
-
-    ``pixels``: uint8, uint16 or float32 in [0, 1]. Returns (s*H, s*W, 3) of ``out_dtype`` (default: the input
-    dtype), clipped and rounded like the protocol. ``progress(done, total)`` is called after each tile.
-    Tile rows are accumulated in one float32 band at a time and quantized as soon as they are final.
-    """
-    if pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) image, got shape {pixels.shape}")
-    out_dtype = np.dtype(out_dtype or pixels.dtype)
-    h, w, _ = pixels.shape
-    rows = plan_axis(h, tile, tile_pad)
-    cols = plan_axis(w, tile, tile_pad)
+def _tiled_pass(model: Callable, pixels: np.ndarray, scale: int, rows: list[Span], cols: list[Span],
+                out: np.ndarray, means: GlobalMeans | None,
+                progress: Callable[[int, int], None] | None, done: int, total: int) -> int:
+    """One pass over all tiles, writing the blended, quantized result into ``out``. Returns tiles done."""
+    w = pixels.shape[1]
     col_w = [axis_weights(c, scale) for c in cols]
-    out = np.empty((h * scale, w * scale, 3), dtype=out_dtype)
     carry: np.ndarray | None = None
-    done, total = 0, len(rows) * len(cols)
-    for i, r in enumerate(rows):
+    for r in rows:
         r0, r1 = r.c0 * scale, r.c1 * scale
         band = np.zeros((r1 - r0, w * scale, 3), dtype=np.float32)
         if carry is not None:
             band[: carry.shape[0]] += carry
         row_w = axis_weights(r, scale)
         for c, cw in zip(cols, col_w):
-            y = run_tile(model, pixels[r.win0:r.win1, c.win0:c.win1], scale)
+            window = pixels[r.win0:r.win1, c.win0:c.win1]
+            if means is not None:  # this tile's core (the contribution minus the cross-fades) in window pixels
+                core = (r.c0 + r.ramp_in - r.win0, r.c1 - r.ramp_out - r.win0,
+                        c.c0 + c.ramp_in - c.win0, c.c1 - c.ramp_out - c.win0)
+                with means.tile(core, window.shape[:2]):
+                    y = run_tile(model, window, scale)
+            else:
+                y = run_tile(model, window, scale)
             oy, ox = (r.c0 - r.win0) * scale, (c.c0 - c.win0) * scale
             part = y[oy:oy + (r1 - r0), ox:ox + (c.c1 - c.c0) * scale]
             band[:, c.c0 * scale:c.c1 * scale] += part * (row_w[:, None, None] * cw[None, :, None])
@@ -303,8 +391,64 @@ def upscale_array(model: Callable, pixels: np.ndarray, scale: int, tile: int, ti
             if progress:
                 progress(done, total)
         final = r1 - r0 - 2 * r.ramp_out * scale  # rows the next tile row does not touch
-        out[r0:r0 + final] = quantize(band[:final], out_dtype)
+        out[r0:r0 + final] = quantize(band[:final], out.dtype)
         carry = band[final:].copy() if r.ramp_out else None
+    return done
+
+
+def _means_converged(new: list[torch.Tensor], old: list[torch.Tensor], tol: float) -> bool:
+    return len(new) == len(old) and all(
+        float((a - b).abs().max()) <= tol * (1.0 + float(b.abs().max())) for a, b in zip(new, old))
+
+
+def upscale_array(model: Callable, pixels: np.ndarray, scale: int, tile: int, tile_pad: int,
+                  out_dtype: np.dtype | None = None,
+                  progress: Callable[[int, int], None] | None = None,
+                  global_means: bool | None = None, max_passes: int = 4, tol: float = 1e-4,
+                  report: dict | None = None) -> np.ndarray:
+    """Upscale an (H, W, 3) image by ``scale`` with tiles of ``tile`` LR pixels and ``tile_pad`` context.
+
+    ``pixels``: uint8, uint16 or float32 in [0, 1]. Returns (s*H, s*W, 3) of ``out_dtype`` (default: the input
+    dtype), clipped and rounded like the protocol. ``progress(done, total)`` is called after each tile.
+    Tile rows are accumulated in one float32 band at a time and quantized as soon as they are final.
+
+    Models with global means (``global_means=True``, or None to probe a torch model) need whole-image means in
+    every tile: the first pass collects them per tile core, each further pass injects the previous pass's
+    means, until the means a pass produces equal those it was given (relative ``tol``), at most ``max_passes``.
+    Each pass makes at least one more layer's means exact; binary nets are sensitive to them (a sign flips),
+    so for such models tiling is an approximation unless the passes converge: ``report`` (a dict, if given)
+    receives ``passes`` and ``converged``. Whole-image runs (one tile) are always exact. Other callables
+    (onnxruntime sessions) cannot be intercepted: their tiles use tile-local means.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {pixels.shape}")
+    out_dtype = np.dtype(out_dtype or pixels.dtype)
+    h, w, _ = pixels.shape
+    rows = plan_axis(h, tile, tile_pad)
+    cols = plan_axis(w, tile, tile_pad)
+    out = np.empty((h * scale, w * scale, 3), dtype=out_dtype)
+    n_tiles = len(rows) * len(cols)
+    if global_means is None:
+        global_means = isinstance(model, torch.nn.Module) and probe_model(model).has_global_means
+    report = report if report is not None else {}
+    report.update(tiles=n_tiles, passes=1, converged=True)
+    if n_tiles == 1 or not global_means:
+        _tiled_pass(model, pixels, scale, rows, cols, out, None, progress, 0, n_tiles)
+        return out
+    inject: list[torch.Tensor] | None = None
+    done = 0
+    report["converged"] = False
+    for p in range(max_passes):
+        means = GlobalMeans(inject)
+        done = _tiled_pass(model, pixels, scale, rows, cols, out, means, progress, done, n_tiles * max_passes)
+        new = means.means()
+        report["passes"] = p + 1
+        if inject is not None and _means_converged(new, inject, tol):
+            report["converged"] = True
+            break
+        inject = new
+    if progress:
+        progress(n_tiles * max_passes, n_tiles * max_passes)
     return out
 
 
