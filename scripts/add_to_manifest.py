@@ -35,17 +35,21 @@ def _metric_pair(result) -> dict:
 
 
 def measure(ckpt: Path, model: str, scale: int, data_dir: Path, datasets=DATASETS) -> dict:
-    """PSNR/SSIM per dataset with `bsr_cli.evaluate.evaluate(net, dataset, scale, data_dir=...)`."""
+    """PSNR/SSIM per dataset with `bsr_cli.evaluate.evaluate` (the `bsr eval` protocol) on this checkpoint."""
     try:
-        from bsr_cli.evaluate import evaluate  # another engineer's module: imported only when measuring
+        from bsr_cli.evaluate import evaluate, model_sr  # another engineer's module: imported only when measuring
     except ImportError as exc:
         raise BsrError(f"cannot evaluate ({exc}): pass --metrics-json (a `bsr eval --json` output) or --no-eval")
 
-    net = weights.load_model(model, scale, checkpoint=ckpt)
+    sr_fn = model_sr(weights.load_model(model, scale, checkpoint=ckpt), scale)
     metrics = {}
     for ds in datasets:
-        metrics[ds] = _metric_pair(evaluate(net, ds, scale, data_dir=str(data_dir)))
-        print(f"  {ds}: {metrics[ds]['psnr']:.2f} dB / {metrics[ds]['ssim']:.4f}", file=sys.stderr)
+        res = evaluate(model, ds, scale, data_dir=str(data_dir), sr_fn=sr_fn)
+        if res.get("failures") or res.get("psnr") is None:
+            raise BsrError(f"{ds}: {len(res.get('failures', []))} image(s) failed; fix the data before shipping")
+        metrics[ds] = _metric_pair(res)
+        print(f"  {ds}: {metrics[ds]['psnr']:.2f} dB / {metrics[ds]['ssim']:.4f} "
+              f"({res['images']} images, {res['seconds']:.0f} s)", file=sys.stderr)
     return metrics
 
 
