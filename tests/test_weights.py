@@ -291,3 +291,16 @@ def test_cli_download(env, server, capsys):
     assert json.loads(capsys.readouterr().out)[0]["status"] == "cache"
     assert main(["download", "mx4"]) == 2
     assert "did you mean m-x4" in capsys.readouterr().err
+
+
+def test_bsr_models_joins_the_manifest(env):
+    pytest.importorskip("bsr_cli.models")
+    rows_mod = pytest.importorskip("bsr_cli.commands.models")
+    _, write = env
+    write(_entry([], name="ebsr-light-x4", model="ebsr-light", metrics={"Set5": {"psnr": 30.5, "ssim": 0.86}}),
+          _entry([], name="bbcu-l-x4", model="bbcu-l", metrics={"Set5": {"psnr": 30.2, "ssim": 0.85}}))
+    rows = {r["name"]: r for r in rows_mod.model_rows()}
+    assert [(w["name"], w["default"]) for w in rows["ebsr-light"]["weights"]] == [("ebsr-light-x4", True)]
+    assert [(w["name"], w["default"]) for w in rows["bbcu-l"]["weights"]] == [("bbcu-l-x4", False)]
+    assert rows["e2fif"]["weights"] == []
+    assert rows_mod._weights_cell(rows["ebsr-light"]["weights"]) == "x4: 30.50 / ? dB (default)"
