@@ -391,7 +391,10 @@ def _tiled_pass(model: Callable, pixels: np.ndarray, scale: int, rows: list[Span
             if progress:
                 progress(done, total)
         final = r1 - r0 - 2 * r.ramp_out * scale  # rows the next tile row does not touch
-        out[r0:r0 + final] = quantize(band[:final], out.dtype)
+        done_rows = band[:final]
+        if out.shape[2] == 1:  # gray: clip, then mean of the 3 output channels, then round (as evaluate.py)
+            done_rows = np.clip(done_rows, 0.0, 1.0).mean(axis=2, keepdims=True)
+        out[r0:r0 + final] = quantize(done_rows, out.dtype)
         carry = band[final:].copy() if r.ramp_out else None
     return done
 
@@ -405,11 +408,12 @@ def upscale_array(model: Callable, pixels: np.ndarray, scale: int, tile: int, ti
                   out_dtype: np.dtype | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   global_means: bool | None = None, max_passes: int = 4, tol: float = 1e-4,
-                  report: dict | None = None) -> np.ndarray:
+                  report: dict | None = None, to_gray: bool = False) -> np.ndarray:
     """Upscale an (H, W, 3) image by ``scale`` with tiles of ``tile`` LR pixels and ``tile_pad`` context.
 
     ``pixels``: uint8, uint16 or float32 in [0, 1]. Returns (s*H, s*W, 3) of ``out_dtype`` (default: the input
-    dtype), clipped and rounded like the protocol. ``progress(done, total)`` is called after each tile.
+    dtype), clipped and rounded like the protocol; with ``to_gray`` (s*H, s*W, 1), the mean of the clipped
+    output channels (for gray input replicated to RGB). ``progress(done, total)`` is called after each tile.
     Tile rows are accumulated in one float32 band at a time and quantized as soon as they are final.
 
     Models with global means (``global_means=True``, or None to probe a torch model) need whole-image means in
@@ -426,7 +430,7 @@ def upscale_array(model: Callable, pixels: np.ndarray, scale: int, tile: int, ti
     h, w, _ = pixels.shape
     rows = plan_axis(h, tile, tile_pad)
     cols = plan_axis(w, tile, tile_pad)
-    out = np.empty((h * scale, w * scale, 3), dtype=out_dtype)
+    out = np.empty((h * scale, w * scale, 1 if to_gray else 3), dtype=out_dtype)
     n_tiles = len(rows) * len(cols)
     if global_means is None:
         global_means = isinstance(model, torch.nn.Module) and probe_model(model).has_global_means

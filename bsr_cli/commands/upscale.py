@@ -1,0 +1,191 @@
+"""`bsr upscale`: super-resolve image files, folders and globs with a 1-bit model."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from bsr_cli.errors import BsrError
+
+def command(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image files, folders or glob patterns."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", rich_help_panel="Input/Output",
+                                          help="Output folder (or a file name for a single input)."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", rich_help_panel="Input/Output",
+                                   help="Scan folders recursively; sub-folders are mirrored under -o."),
+    suffix: Optional[str] = typer.Option(None, "--suffix", rich_help_panel="Input/Output",
+                                         help="Added to the output stem (default: _x<scale>)."),
+    ext: str = typer.Option("auto", "--ext", rich_help_panel="Input/Output",
+                            help="auto|png|jpg|webp. auto keeps the input format; alpha never goes to JPEG."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", rich_help_panel="Input/Output",
+                                       help="Skip inputs whose output exists (resume a batch)."),
+    force: bool = typer.Option(False, "--force", rich_help_panel="Input/Output",
+                               help="Overwrite existing outputs (inputs are never overwritten)."),
+    json_out: bool = typer.Option(False, "--json", rich_help_panel="Input/Output",
+                                  help="Print a JSON summary on stdout."),
+    scale: int = typer.Option(4, "--scale", "-s", rich_help_panel="Model", help="Upscaling factor (2, 3 or 4)."),
+    model_name: Optional[str] = typer.Option(None, "--model", "-n", rich_help_panel="Model",
+                                             help="Model name (default: the manifest's default for --scale; `bsr models` lists them)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", rich_help_panel="Model",
+                                              help="Local checkpoint (.safetensors, or .onnx with --backend onnx)."),
+    alpha: str = typer.Option("bicubic", "--alpha", rich_help_panel="Model",
+                              help="bicubic|model: how the alpha channel is upscaled (it is always kept)."),
+    backend: str = typer.Option("torch", "--backend", rich_help_panel="Performance", help="torch|onnx|bitpack."),
+    tile: int = typer.Option(0, "--tile", "-t", rich_help_panel="Performance",
+                             help="Tile size in input pixels; 0 = automatic (bounded memory, one tile if it fits)."),
+    tile_pad: Optional[int] = typer.Option(None, "--tile-pad", rich_help_panel="Performance",
+                                           help="Context pixels around each tile (default: the model's receptive "
+                                                "field + 10, so tiled == untiled)."),
+    threads: Optional[int] = typer.Option(None, "--threads", rich_help_panel="Performance",
+                                          help="CPU threads (default: all CPUs this process may use)."),
+) -> None:
+    """Upscale images with a binary (1-bit) SR model; alpha, 16-bit, gray, ICC and EXIF are kept.
+
+    Outputs are written atomically; an existing output is an error for that file unless --force or
+    --skip-existing; one bad file never stops the batch. Progress and the summary go to stderr, --json to stdout.
+
+    [bold]Examples[/bold]: [cyan]bsr upscale photo.png[/cyan] writes photo_x4.png next to it;
+    [cyan]bsr upscale photos/ -o big/ -r --skip-existing[/cyan] mirrors a folder tree and resumes;
+    [cyan]bsr upscale "*.jpg" -o out/ --ext png[/cyan]. Without -o only files named one by one are allowed.
+
+    [bold]Exit codes[/bold]: 0 every file done or skipped; 1 one or more files failed (each listed once);
+    2 usage error.
+    """
+    from bsr_cli import upscale as up
+
+    if ext.lower().lstrip(".") not in up.EXT_CHOICES + ("jpeg",):
+        raise BsrError(f"--ext must be one of {', '.join(up.EXT_CHOICES)}, got {ext!r}")
+    if alpha not in up.ALPHA_CHOICES:
+        raise BsrError(f"--alpha must be one of {', '.join(up.ALPHA_CHOICES)}, got {alpha!r}")
+    if tile < 0:
+        raise BsrError("--tile must be 0 (automatic) or a positive number of pixels")
+    if force and skip_existing:
+        raise BsrError("--force and --skip-existing contradict each other: pick one")
+    settings = up.Settings(scale=scale, tile=tile, tile_pad=tile_pad, suffix=suffix, ext=ext.lower(),
+                           alpha=alpha, skip_existing=skip_existing, force=force)
+
+    out_dir = output if output is not None and output.suffix.lower() not in up.IMAGE_EXTS else None
+    pairs, missing, notes = up.collect_inputs(inputs, recursive, exclude=out_dir)
+    named = all(Path(s).is_file() for s in inputs)
+    jobs = missing + up.plan_outputs(pairs, output, settings, named_one_by_one=named)
+    if not jobs:
+        raise BsrError("no image files found in the given inputs")
+
+    engine = up.load_engine(model_name, scale, checkpoint, backend, threads)
+    tiling_for, probe = up.make_tiling(engine.model, engine.torch_model, scale, tile, tile_pad)
+
+    reporter = Reporter(quiet=json_out, total=len(jobs))
+    reporter.header(engine, probe, settings)
+    for note in notes:
+        reporter.note(note)
+    with reporter.live():
+        up.run_batch(jobs, engine.model, settings, tiling_for,
+                     on_start=reporter.start, on_tile=reporter.tile, on_done=reporter.done)
+    counts = up.summary(jobs)
+    reporter.table(jobs, counts)
+    if json_out:
+        doc = {
+            "schema_version": 1,
+            "command": "upscale",
+            "model": engine.name,
+            "scale": scale,
+            "backend": engine.backend,
+            "threads": engine.threads,
+            "checkpoint_sha256": engine.sha256,
+            "tile": tile,
+            "tile_pad": tile_pad,
+            "receptive_radius": probe.receptive_radius,
+            "global_ops": probe.global_ops,
+            "counts": counts,
+            "notes": notes,
+            "files": [j.as_dict() for j in jobs],
+        }
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    if counts.get("failed"):
+        raise typer.Exit(code=1)
+
+
+class Reporter:
+    """Progress (overall + current file's tiles) and the summary table on stderr, with rich.
+
+    Progress bars only on a terminal and never with --json; the summary is printed in any case (plainly when
+    stderr is not a terminal) because it lists each failure once.
+    """
+
+    MAX_ROWS = 50
+
+    def __init__(self, quiet: bool, total: int):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.quiet = quiet
+        self.total = total
+        self.progress = None
+        if self.console.is_terminal and not quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=self.console, transient=True)
+            self.overall = self.progress.add_task("images", total=total)
+            self.current = self.progress.add_task("tiles", total=1, visible=False)
+
+    def header(self, engine, probe, settings) -> None:
+        if self.quiet:
+            return
+        pad = "auto" if settings.tile_pad is None else settings.tile_pad
+        tile = "auto" if settings.tile == 0 else settings.tile
+        glob = f"; global means: {', '.join(probe.global_ops)}" if probe.global_ops else ""
+        self.console.print(
+            f"bsr upscale: {engine.name} x{engine.scale} ({engine.backend}, {engine.threads} threads); "
+            f"tile {tile}, pad {pad} (receptive field {probe.receptive_radius:g} px{glob})", highlight=False)
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(f"note: {text}", highlight=False, markup=False)
+
+    def live(self):
+        from contextlib import nullcontext
+
+        return self.progress if self.progress is not None else nullcontext()
+
+    def start(self, job) -> None:
+        if self.progress is not None:
+            self.progress.update(self.current, description=job.input.name, completed=0, total=1, visible=True)
+
+    def tile(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.current, completed=done, total=total)
+
+    def done(self, job) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.overall)
+
+    def table(self, jobs, counts: dict) -> None:
+        from rich.table import Table
+
+        shown = jobs if len(jobs) <= self.MAX_ROWS else [j for j in jobs if j.status != "done"]
+        if self.quiet:  # --json: stdout has everything; stderr still names each failure once
+            for j in jobs:
+                if j.status == "failed":
+                    self.console.print(f"failed: {j.input}: {j.reason}", highlight=False, markup=False)
+            return
+        table = Table(title="bsr upscale", title_justify="left")
+        for col in ("status", "input", "size", "output / reason", "s"):
+            table.add_column(col, overflow="fold")
+        style = {"done": "green", "skipped": "yellow", "failed": "red"}
+        for j in shown:
+            size = ""
+            if j.input_size and j.output_size:
+                size = f"{j.input_size[0]}x{j.input_size[1]} -> {j.output_size[0]}x{j.output_size[1]}"
+            what = str(j.output) if j.status == "done" else j.reason
+            if j.notes:
+                what += " (" + "; ".join(j.notes) + ")"
+            table.add_row(f"[{style.get(j.status, '')}]{j.status}[/]", str(j.input), size, what,
+                          f"{j.seconds:.2f}")
+        if shown:
+            self.console.print(table)
+        self.console.print(f"{counts.get('done', 0)} done, {counts.get('skipped', 0)} skipped, "
+                           f"{counts.get('failed', 0)} failed", highlight=False)
