@@ -13,6 +13,7 @@ for such a model, and its output is turned back to gray as the mean of the 3 out
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +43,12 @@ def check_scale(scale: int) -> int:
 
 def bicubic_sr(scale: int) -> SRFunction:
     """The "Bicubic" baseline: MATLAB bicubic ``imresize(lr, scale)``, rounded to uint8."""
-    return lambda lr: protocol.bicubic_upscale_uint8(lr, scale)
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        with protocol_threads():
+            return protocol.bicubic_upscale_uint8(lr, scale)
+
+    return run
 
 
 def model_sr(model: Callable[[torch.Tensor], torch.Tensor], scale: int) -> SRFunction:
@@ -98,15 +104,28 @@ def load_hr(path: Path) -> np.ndarray:
     return pixels[..., 0] if pixels.shape[2] == 1 else pixels
 
 
+@contextmanager
+def protocol_threads(n: int = 1):
+    """Run the protocol arithmetic on ``n`` torch threads (its small float64 ops lose far more to thread
+    hand-offs than they gain, badly so on a busy machine); the model itself keeps torch's setting."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def score_image(hr: np.ndarray, sr_fn: SRFunction, scale: int) -> tuple[float, float, np.ndarray]:
     """modcrop -> LR (uint8) -> SR (uint8) -> (PSNR, SSIM, SR), crop_border = scale."""
     hr = protocol.modcrop(hr, scale)
     if min(hr.shape[:2]) < 2 * scale + protocol.SSIM_WINDOW:
         raise BsrError(f"image too small for x{scale} evaluation ({hr.shape[1]}x{hr.shape[0]})")
-    lr = protocol.bicubic_downscale_uint8(hr, scale)
+    with protocol_threads():
+        lr = protocol.bicubic_downscale_uint8(hr, scale)
     sr = sr_fn(lr)
-    psnr = protocol.calculate_psnr(sr, hr, crop_border=scale)
-    ssim = protocol.calculate_ssim(sr, hr, crop_border=scale)
+    with protocol_threads():
+        psnr, ssim = protocol.calculate_psnr_ssim(sr, hr, crop_border=scale)
     return psnr, ssim, sr
 
 

@@ -103,12 +103,28 @@ def resize_matrix(in_len: int, scale: float, antialiasing: bool = True) -> torch
     return mat.scatter_add_(1, cols, weights)
 
 
+def _banded_matmul(mat: torch.Tensor, x: torch.Tensor, block: int = 128) -> torch.Tensor:
+    """``mat @ x`` over the last-but-one axis of ``x``, skipping the zero part of the banded ``mat``.
+
+    Output rows are taken in blocks; each block only multiplies the contiguous range of input rows where its
+    weights are non-zero (identical result, ~1/3 of the dense work for x4).
+    """
+    out_len = mat.shape[0]
+    out = x.new_empty(*x.shape[:-2], out_len, x.shape[-1])
+    for r0 in range(0, out_len, block):
+        rows = mat[r0 : r0 + block]
+        nz = torch.nonzero(rows.abs().sum(dim=0)).flatten()
+        c0, c1 = int(nz[0]), int(nz[-1]) + 1
+        out[..., r0 : r0 + block, :] = rows[:, c0:c1] @ x[..., c0:c1, :]
+    return out
+
+
 def imresize(x: torch.Tensor, scale: float, antialiasing: bool = True) -> torch.Tensor:
     """MATLAB-compatible bicubic resize of a (C, H, W) or (N, C, H, W) float tensor by ``scale``.
 
     Separable: ``resize_matrix(H) @ x @ resize_matrix(W).T``, i.e. the H axis then the W axis (BasicSR order),
-    each pass one float64 matmul (dense BLAS beats a banded gather here). Returned as float64; the output is
-    neither rounded nor clipped (use ``quantize_uint8`` for the MATLAB-on-uint8 behaviour). Any factor works
+    each pass a float64 matmul (restricted to the matrix band). Returned as float64; the output is neither
+    rounded nor clipped (use ``quantize_uint8`` for the MATLAB-on-uint8 behaviour). Any factor works
     (1/2, 1/3, 1/4, 2, 3, 4, ...).
     """
     if x.dim() not in (3, 4):
@@ -116,7 +132,8 @@ def imresize(x: torch.Tensor, scale: float, antialiasing: bool = True) -> torch.
     x = x.to(torch.float64)
     mh = resize_matrix(x.shape[-2], scale, antialiasing)
     mw = resize_matrix(x.shape[-1], scale, antialiasing)
-    return mh @ x @ mw.T
+    x = _banded_matmul(mh, x)
+    return _banded_matmul(mw, x.transpose(-1, -2)).transpose(-1, -2).contiguous()
 
 
 def quantize_uint8(x: np.ndarray | torch.Tensor, value_range: float = 1.0) -> np.ndarray:
@@ -163,12 +180,12 @@ def rgb_to_y(img: np.ndarray, round_y: bool = True) -> np.ndarray:
     """Luma Y (BT.601, MATLAB ``rgb2ycbcr``) of a uint8 RGB (H, W, 3) image, as float64 in [16, 235].
 
     Y = 16 + 65.481 R + 128.553 G + 24.966 B with R, G, B = uint8 / 255 (BasicSR ``to_y_channel``).
-    ``round_y=True`` (the protocol default) rounds Y half-to-even to integers as MATLAB does for uint8 input
-    (MATLAB rounds half away from zero; Y ties at exactly .5 are practically absent with these coefficients).
+    ``round_y=True`` (the protocol default) rounds Y to integers, half away from zero, as MATLAB's conversion of
+    the double result to uint8 does.
     """
-    rgb = np.asarray(img, dtype=np.float64) / 255.0
-    y = Y_OFFSET + rgb[..., 0] * Y_COEFFS[0] + rgb[..., 1] * Y_COEFFS[1] + rgb[..., 2] * Y_COEFFS[2]
-    return np.round(y) if round_y else y
+    coeffs = np.array(Y_COEFFS, dtype=np.float64) / 255.0
+    y = np.asarray(img, dtype=np.float64) @ coeffs + Y_OFFSET
+    return np.floor(y + 0.5) if round_y else y
 
 
 def _crop(img: np.ndarray, crop_border: int) -> np.ndarray:
@@ -235,21 +252,42 @@ def _filter_valid(maps: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def ssim_map_mean(a: np.ndarray, b: np.ndarray) -> float:
+def ssim_map_mean(a: np.ndarray, b: np.ndarray, strip: int = 32) -> float:
     """Mean SSIM of two float64 (H, W) arrays in [0, 255] (Wang et al. 2004; BasicSR ``_ssim``).
 
     mu = G*x, sigma^2 = G*x^2 - mu^2, sigma12 = G*(xy) - mu1 mu2 with G the 11x11 Gaussian (sigma 1.5) over
     the valid region; SSIM = ((2 mu1 mu2 + C1)(2 sigma12 + C2)) / ((mu1^2 + mu2^2 + C1)(sigma1^2 + sigma2^2 + C2)).
+    Only sigma1^2 + sigma2^2 is needed, so G*(x^2 + y^2) is filtered as one map. Computed in strips of
+    ``strip`` output rows so the working set stays in cache.
     """
     x = torch.from_numpy(np.array(a, dtype=np.float64))
     y = torch.from_numpy(np.array(b, dtype=np.float64))
-    mu1, mu2, xx, yy, xy = _filter_valid(torch.stack([x, y, x * x, y * y, x * y]))
-    s1 = xx - mu1 * mu1
-    s2 = yy - mu2 * mu2
-    s12 = xy - mu1 * mu2
-    num = (2 * mu1 * mu2 + SSIM_C1) * (2 * s12 + SSIM_C2)
-    den = (mu1 * mu1 + mu2 * mu2 + SSIM_C1) * (s1 + s2 + SSIM_C2)
-    return float((num / den).mean())
+    h = x.shape[0]
+    n = SSIM_WINDOW
+    total, count = 0.0, 0
+    for r0 in range(0, h - n + 1, strip):
+        xs, ys = x[r0 : r0 + strip + n - 1], y[r0 : r0 + strip + n - 1]
+        mu1, mu2, sq, xy = _filter_valid(torch.stack([xs, ys, xs * xs + ys * ys, xs * ys]))
+        mu12 = mu1 * mu2
+        mu_sq = mu1 * mu1 + mu2 * mu2
+        num = (2 * mu12 + SSIM_C1) * (2 * (xy - mu12) + SSIM_C2)
+        den = (mu_sq + SSIM_C1) * (sq - mu_sq + SSIM_C2)
+        ssim = num / den
+        total += float(ssim.sum())
+        count += ssim.numel()
+    return total / count
+
+
+def calculate_psnr_ssim(img1: np.ndarray, img2: np.ndarray, crop_border: int, round_y: bool = True):
+    """(PSNR, SSIM) of two uint8 images, as ``calculate_psnr`` and ``calculate_ssim`` (Y computed once)."""
+    _check_pair(img1, img2)
+    a = scoring_channel(_crop(img1, crop_border), round_y)
+    b = scoring_channel(_crop(img2, crop_border), round_y)
+    mse = float(np.mean((a - b) ** 2))
+    psnr = float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    if a.ndim == 2:
+        return psnr, ssim_map_mean(a, b)
+    return psnr, float(np.mean([ssim_map_mean(a[..., c], b[..., c]) for c in range(a.shape[2])]))
 
 
 def calculate_ssim(img1: np.ndarray, img2: np.ndarray, crop_border: int, round_y: bool = True) -> float:
