@@ -374,6 +374,15 @@ def _torch_backend(model: str, scale: int, path: Path):
 BACKENDS: dict[str, Callable] = {"torch": _torch_backend}
 
 
+def _onnx_backend(model: str, scale: int, path: Path):
+    from bsr_cli.export_onnx import onnx_backend  # onnxruntime; imported only when asked for
+
+    return onnx_backend(model, scale, path)
+
+
+BACKENDS["onnx"] = _onnx_backend
+
+
 def register_backend(name: str, loader: Callable) -> None:
     """Make `load_model(..., backend=name)` call `loader(model_name, scale, checkpoint_path)`."""
     BACKENDS[name] = loader
