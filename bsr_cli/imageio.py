@@ -101,10 +101,10 @@ def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
     """Convert a loaded Pillow image to (pixels, alpha, bit depth), applying EXIF orientation."""
     mode = im.mode
     icc = im.info.get("icc_profile") or None
+    exif = _exif_bytes(im)  # from the original, orientation tag set to 1
     transposed = ImageOps.exif_transpose(im)
     if transposed is not None:
         im = transposed
-    exif = _exif_bytes(im)
     alpha = None
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(im)
