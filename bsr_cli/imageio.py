@@ -89,12 +89,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _exif_bytes(im: Image.Image) -> bytes | None:
+    """The image's EXIF as bytes with the orientation tag set to 1 (the image itself is not modified)."""
     exif = im.getexif()
     if not exif:
         return None
-    if _EXIF_ORIENTATION in exif:
-        exif[_EXIF_ORIENTATION] = 1
-    return exif.tobytes()
+    return _reset_orientation(exif.tobytes())
 
 
 def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
@@ -238,7 +237,7 @@ def _decode_png16(data: bytes, path: Path) -> LoadedImage:
     return LoadedImage(np.ascontiguousarray(arr), alpha, 16, mode, icc, exif, path)
 
 
-def _reset_orientation(exif: bytes) -> bytes:
+def _reset_orientation(exif: bytes) -> bytes | None:
     e = Image.Exif()
     try:
         e.load(exif)
