@@ -265,8 +265,8 @@ def process(job: Job, model: Callable, settings: Settings, tiling_for: Callable[
             raise InputError(f"output {job.output} exists (--force overwrites it, --skip-existing skips it)")
         try:
             img = imageio.read_image(job.input)
-        except BsrError as exc:
-            raise InputError(str(exc)) from exc
+        except BsrError as exc:  # "cannot read image <path>: why" -> the path is already the row's input
+            raise InputError(str(exc).replace(f"image {job.input}:", "image:")) from exc
         except Exception as exc:  # noqa: BLE001 - a broken file must not stop the batch
             raise InputError(f"cannot read image: {type(exc).__name__}: {exc}") from exc
         pixels, alpha = img.pixels, img.alpha

@@ -144,7 +144,7 @@ class Reporter:
 
     def note(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(f"note: {text}", highlight=False, markup=False)
+            self.console.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)
 
     def live(self):
         from contextlib import nullcontext
@@ -167,10 +167,17 @@ class Reporter:
         from rich.table import Table
 
         shown = jobs if len(jobs) <= self.MAX_ROWS else [j for j in jobs if j.status != "done"]
-        if self.quiet:  # --json: stdout has everything; stderr still names each failure once
+        if self.quiet or not self.console.is_terminal:
+            # --json (stdout has everything) or a log file: plain lines, each failure named once
             for j in jobs:
-                if j.status == "failed":
-                    self.console.print(f"failed: {j.input}: {j.reason}", highlight=False, markup=False)
+                if j.status == "failed" or not self.quiet:
+                    what = j.reason if j.status != "done" else f"-> {j.output}"
+                    notes = f" ({'; '.join(j.notes)})" if j.notes else ""
+                    self.console.print(f"{j.status}: {j.input}: {what}{notes}", highlight=False, markup=False,
+                                       soft_wrap=True)
+            if not self.quiet:
+                self.console.print(f"{counts.get('done', 0)} done, {counts.get('skipped', 0)} skipped, "
+                                   f"{counts.get('failed', 0)} failed", highlight=False)
             return
         table = Table(title="bsr upscale", title_justify="left")
         for col in ("status", "input", "size", "output / reason", "s"):
