@@ -553,6 +553,7 @@ def train(cfg: TrainConfig, create_model: Callable | None = None) -> dict:
     state_path = out / STATE_FILE
     if state_path.exists() and not cfg.resume:
         raise BsrError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
+    torch.manual_seed(cfg.seed)  # before the model is built: its init is part of the seeded run
     try:
         model = create_model(cfg.model, cfg.scale)
     except BsrError:
@@ -562,7 +563,6 @@ def train(cfg: TrainConfig, create_model: Callable | None = None) -> dict:
     sampler = PatchSampler.from_folder(cfg.train_dir, cfg.scale, cfg.patch_size, cfg.max_images)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)
 
     interactive = sys.stderr.isatty()

@@ -1,0 +1,160 @@
+"""Tests of `bsr train`: the loss falls, resume is exact, patches are aligned, bad input is one-line errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bsr_cli import train as T
+from bsr_cli.cli import main
+from bsr_cli.protocol import bicubic_downscale_uint8
+
+BSD400 = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "train" / "BSD400"
+
+# A tiny, fast recipe: 20 iterations of 4 LR patches of 8 px at x4 (HR 32), fp32 for determinism.
+FAST = ["--batch-size", "4", "--patch-size", "8", "--lr", "1e-3", "--warmup", "0", "--precision", "fp32",
+        "--threads", "1", "--seed", "0", "--val-every", "0", "--log-every", "5"]
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory) -> Path:
+    """Six 120x120 training images: crops of BSD400 when ../shared is there, else smooth synthetic images."""
+    d = tmp_path_factory.mktemp("train")
+    files = sorted(BSD400.glob("*.jpg"))[:6] if BSD400.is_dir() else []
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        if files:
+            img = np.asarray(Image.open(files[i]).convert("RGB"))[100:220, 100:220]
+        else:
+            low = rng.random((8, 8, 3))
+            img = np.asarray(Image.fromarray((low * 255).astype(np.uint8)).resize((120, 120), Image.BICUBIC))
+        Image.fromarray(np.ascontiguousarray(img)).save(d / f"img{i}.png")
+    return d
+
+
+def _state_info(run: Path) -> dict:
+    return T.read_state_info(run / T.STATE_FILE)
+
+
+@pytest.fixture(scope="module")
+def run20(train_dir, tmp_path_factory) -> Path:
+    """`bsr train --model ebsr-light --scale 4 --iters 20` (no validation), straight through."""
+    out = tmp_path_factory.mktemp("run20")
+    rc = main(["train", "--model", "ebsr-light", "--scale", "4", "--iters", "20", "--train-dir", str(train_dir),
+               "--out", str(out), "--save-every", "10", *FAST])
+    assert rc == 0
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_train_20_iters_loss_falls(run20):
+    info = _state_info(run20)
+    losses = info["losses"]
+    assert info["step"] == 20 and len(losses) == 20
+    first, last = float(np.mean(losses[:5])), float(np.mean(losses[-5:]))
+    assert last < 0.8 * first, (first, last)
+    # the packed final checkpoint carries the recipe
+    from bsr_cli.checkpoint import read_metadata
+
+    meta = read_metadata(run20 / "final.safetensors")
+    assert meta["model"] == "ebsr-light" and meta["scale"] == 4
+    assert meta["training"]["iterations"] == 20 and meta["training"]["batch"] == 4
+    assert meta["training"]["patch_hr"] == 32 and meta["training"]["precision"] == "fp32"
+    assert json.loads((run20 / "summary.json").read_text())["final"].endswith("final.safetensors")
+
+
+@pytest.mark.timeout(120)
+def test_resume_after_interrupt_is_exact(run20, train_dir, tmp_path, monkeypatch):
+    """Interrupt at step 13 (state saved at 10), resume to 20: step 20 and the same losses as straight through."""
+    out = tmp_path / "run"
+    real_step, calls = T.train_step, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 13:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(T, "train_step", interrupted)
+    args = ["train", "--model", "ebsr-light", "--scale", "4", "--iters", "20", "--train-dir", str(train_dir),
+            "--out", str(out), "--save-every", "10", *FAST]
+    assert main(args) == 130
+    assert _state_info(out)["step"] == 10
+    assert main(args) == 2  # an existing run is not overwritten without --resume
+    monkeypatch.setattr(T, "train_step", real_step)
+    assert main([*args, "--resume"]) == 0
+    info = _state_info(out)
+    assert info["step"] == 20
+    np.testing.assert_allclose(info["losses"], _state_info(run20)["losses"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_patch_pairs_are_aligned(scale):
+    """Interior of each LR patch == protocol bicubic of its HR patch (same flips/rotations on both)."""
+    rng = np.random.default_rng(scale)
+    hr = rng.integers(0, 256, (97, 131, 3), dtype=np.uint8)  # noise: any misalignment shows at once
+    sampler = T.PatchSampler([T.make_pair(hr, scale)], scale, patch_size=12)
+    lr_b, hr_b = sampler.sample(16, rng)
+    assert lr_b.shape == (16, 12, 12, 3) and hr_b.shape == (16, 12 * scale, 12 * scale, 3)
+    m = 2  # the bicubic kernel reaches 2 LR pixels: beyond that the patch edge (symmetric padding) matters
+    for lp, hp in zip(lr_b, hr_b):
+        ref = bicubic_downscale_uint8(np.ascontiguousarray(hp), scale)
+        diff = np.abs(ref[m:-m, m:-m].astype(int) - lp[m:-m, m:-m].astype(int))
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+    # a shifted HR patch does not match: the check above can fail
+    lp, hp = sampler.crop(0, 3, 4)
+    _, hp_shift = sampler.crop(0, 3, 5)
+    ref = bicubic_downscale_uint8(np.ascontiguousarray(hp_shift), scale)
+    assert np.abs(ref[m:-m, m:-m].astype(int) - lp[m:-m, m:-m].astype(int)).mean() > 10
+
+
+def test_lr_schedule_and_durations():
+    cfg = T.TrainConfig("m", 4, ".", ".", iters=100, lr=1e-3, warmup=0)
+    assert T.lr_at(cfg, 0, 0.0) == pytest.approx(1e-3)
+    assert T.lr_at(cfg, 50, 0.5) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    assert T.lr_at(cfg, 100, 1.0) == pytest.approx(1e-5)
+    step = T.TrainConfig("m", 4, ".", ".", iters=100, lr=1e-3, warmup=10, schedule="step")
+    assert T.lr_at(step, 4, 0.04) == pytest.approx(0.5e-3)  # warm-up 5/10
+    assert T.lr_at(step, 60, 0.6) == pytest.approx(0.5e-3) and T.lr_at(step, 80, 0.8) == pytest.approx(0.25e-3)
+    assert T.parse_duration("30m") == 1800 and T.parse_duration("1h30m") == 5400 and T.parse_duration("90") == 90
+    with pytest.raises(T.BsrError):
+        T.parse_duration("soon")
+
+
+def test_init_from_x4_copies_head_and_body(tmp_path):
+    from bsr_cli.checkpoint import save_checkpoint
+    from bsr_cli.models import create_model
+
+    torch.manual_seed(0)
+    x4 = create_model("ebsr-light", 4)
+    save_checkpoint(x4, tmp_path / "x4.safetensors", {"model": "ebsr-light", "scale": 4})
+    torch.manual_seed(1)
+    x2 = create_model("ebsr-light", 2)
+    copied, skipped = T.init_from_checkpoint(x2, tmp_path / "x4.safetensors", create_model, "ebsr-light")
+    assert any(k.startswith("head.") for k in copied) and any(k.startswith("body.") for k in copied)
+    assert skipped and all(k not in copied for k in skipped)
+    for key in copied:
+        if key.startswith("head."):
+            assert torch.equal(x2.state_dict()[key], x4.state_dict()[key])
+    b2 = [m.binarized_weight() for m in x2.modules() if hasattr(m, "binarized_weight")]
+    b4 = [m.binarized_weight() for m in x4.modules() if hasattr(m, "binarized_weight")]
+    assert b2 and all(torch.equal(a, b) for a, b in zip(b2, b4))
+
+
+def test_bad_input_is_one_line_error(tmp_path, capsys, train_dir):
+    assert main(["train", "--model", "no-such-net", "--iters", "1", "--train-dir", str(train_dir)]) == 2
+    assert "unknown model 'no-such-net'" in capsys.readouterr().err
+    assert main(["train", "--model", "ebsr-light", "--iters", "1", "--train-dir", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "o1")]) == 2
+    assert "training folder not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--model", "ebsr-light", "--iters", "1", "--train-dir", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "no images" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "--model", "ebsr-light", "--train-dir", str(train_dir), "--out", str(tmp_path / "o3")]) == 2
+    assert "--iters and/or --time-budget" in capsys.readouterr().err
