@@ -1,0 +1,103 @@
+"""Tiling: blending weights, receptive-field probe, tiled == untiled (Set5, x4, --tile 64)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bsr_cli import protocol, tiling
+
+SET5 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "benchmark" / "Set5"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("length,tile,pad,scale", [(100, 32, 12, 4), (37, 10, 6, 2), (64, 64, 8, 3), (129, 40, 3, 4)])
+def test_blend_weights_partition_unity_and_cover(length, tile, pad, scale):
+    spans = tiling.plan_axis(length, tile, pad)
+    total = np.zeros(length * scale)
+    for s in spans:
+        assert s.win0 <= s.c0 and s.c1 <= s.win1  # contribution inside the window
+        total[s.c0 * scale:s.c1 * scale] += tiling.axis_weights(s, scale)
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    cores = [s.c1 - s.c0 - s.ramp_in - s.ramp_out for s in spans]
+    assert max(cores) - min(cores) <= 1  # near-equal tiles, no sliver at the end
+
+
+def test_probe_counts_receptive_field_and_global_means():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 5, padding=2), nn.PixelShuffle(2),
+                        nn.Conv2d(2, 12, 3, padding=1))
+    p = tiling.probe_model(net)
+    assert p.receptive_radius == pytest.approx(1 + 2 + 0.5)  # the last conv runs at 2x resolution
+    assert p.is_local and p.floats_per_pixel == 48  # 12 channels at 2x = 48 floats per input pixel
+
+    class SE(nn.Module):
+        def forward(self, x):
+            return x * torch.sigmoid(nn.functional.adaptive_avg_pool2d(x, 1))
+
+    q = tiling.probe_model(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), SE()))
+    assert q.global_ops == ["adaptive_avg_pool2d"] and q.receptive_radius == 1 and q.tiling_exact
+
+
+def _set5_lr() -> list[np.ndarray]:
+    from bsr_cli.evaluate import load_hr
+
+    return [protocol.bicubic_downscale_uint8(protocol.modcrop(load_hr(p), 4), 4) for p in sorted(SET5.glob("*.png"))]
+
+
+@pytest.mark.skipif(not SET5.is_dir(), reason="../shared/datasets absent")
+def test_tiled_equals_untiled_on_set5():
+    """--tile 64 with the automatic pad (receptive field + blend) vs one whole-image pass: <= 1/255."""
+    from bsr_cli.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("e2fif", 4).eval()
+    probe = tiling.probe_model(net)
+    pad = tiling.default_tile_pad(probe)
+    worst = 0
+    for lr in _set5_lr():
+        whole = tiling.upscale_array(net, lr, 4, tile=max(lr.shape), tile_pad=0)
+        tiled = tiling.upscale_array(net, lr, 4, tile=64, tile_pad=pad)
+        assert len(tiling.plan_axis(lr.shape[0], 64, pad)) * len(tiling.plan_axis(lr.shape[1], 64, pad)) >= 1
+        worst = max(worst, int(np.abs(whole.astype(int) - tiled.astype(int)).max()))
+    assert worst <= 1  # 1/255
+
+
+def test_injected_whole_image_means_make_tiles_exact():
+    """A model with SE-style global pooling: tiles given the whole-image means reproduce the untiled result."""
+    from bsr_cli.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("scales-c40", 2).eval()
+    lr = (np.random.default_rng(0).random((24, 160, 3)) * 255).astype(np.uint8)
+    gm = tiling.GlobalMeans(None)
+    with gm.tile((0, 24, 0, 160), (24, 160)):
+        whole = tiling.quantize(tiling.run_tile(net, lr, 2), np.uint8)
+    pad = tiling.default_tile_pad(tiling.probe_model(net))
+    rows, cols = tiling.plan_axis(24, 24, pad), tiling.plan_axis(160, 40, pad)  # windows 128 of 160 wide
+    out = np.empty_like(whole)
+    tiling._tiled_pass(net, lr, 2, rows, cols, out, tiling.GlobalMeans(gm.means()), None, 0, 4)
+    assert np.abs(out.astype(int) - whole.astype(int)).max() <= 1
+    local = np.empty_like(whole)  # without injected means the tiles disagree (this is what the passes fix)
+    tiling._tiled_pass(net, lr, 2, rows, cols, local, None, None, 0, 4)
+    assert np.abs(local.astype(int) - whole.astype(int)).max() > 1
+
+
+def test_auto_tile_bounds_activation_memory():
+    from bsr_cli.models import create_model
+
+    probe = tiling.probe_model(create_model("e2fif", 4).eval())
+    bpp = tiling.bytes_per_lr_pixel(probe, 4)
+    tile = tiling.auto_tile(probe, 4, 1500, 2000, tiling.default_tile_pad(probe), budget_bytes=1 << 30)
+    pad = tiling.default_tile_pad(probe)
+    assert tile < 1500 and (tile + 2 * pad) ** 2 * bpp <= 1 << 30
+    assert tiling.auto_tile(probe, 4, 50, 60, pad) == 60  # small images: one tile
