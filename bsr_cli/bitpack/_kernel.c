@@ -19,12 +19,13 @@
  * with d_valid the popcount over those taps. (Padding with +1 bits instead would add sum over the outside taps
  * of sum_c sign(w), which one would have to subtract again; skipping is simpler and exact.)
  *
- * Epilogue, per output channel o (each stage optional except the first; the order is fixed):
- *     y = scale[o] * dot + bias[o]                        per-channel alpha, conv bias, folded BN, RPReLU beta0
- *     y = y >= 0 ? y : slope[o] * y;  y += post_bias[o]    (R)PReLU and its beta1
- *     y *= smap[n, h, w];  y *= cmap[n, o]                spatial / channel re-scaling maps
- *     y += res[n, h, w, o]                                 FP residual
- *     y = y >= 0 ? y : post_slope[o] * y                  activation after the residual (LeakyReLU)
+ * Epilogue, per output channel o (each stage optional except the first; the order is that of bsr's BinaryUnit):
+ *     y = scale[o] * dot + bias[o]                         per-channel alpha (x activation alpha), conv bias
+ *     y *= cmap[n, o];  y *= smap[n, h, w]                 channel / spatial re-scaling maps
+ *     y = y * scale2[o] + bias2[o]                         BatchNorm (eval) and RPReLU's -gamma, folded
+ *     y = y >= 0 ? y : slope[o] * y;  y += post_bias[o]    (R)PReLU / LeakyReLU, RPReLU's zeta
+ *     y += res[n, h, w, o]                                 FP shortcut
+ *     y = y >= 0 ? y : post_slope[o] * y                   activation after the shortcut (LeakyReLU)
  *
  * Dispatch at run time: AVX-512 VPOPCNTDQ -> AVX2 (nibble-table popcount) -> portable C, chosen with
  * __builtin_cpu_supports; each path is a function compiled for its ISA with __attribute__((target)).
@@ -46,10 +47,11 @@ enum { ISA_AUTO = -1, ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 
 typedef struct {
     const float *x;          /* [N, H, W, C]  FP input */
-    const float *shift;      /* [C] or NULL   binarizer threshold: bit = (x + shift < 0) */
+    const float *shift;      /* [C] or [N, C] or NULL: binarizer threshold, bit = (x + shift < 0) */
+    int64_t shift_stride;    /* 0: one shift per channel; C: one per sample and channel */
     const uint64_t *wbits;   /* [K, K, CW, OP] packed weight signs, output channels innermost */
     int64_t N, H, W, C, CW, O, OP, K;
-    const float *scale, *bias, *slope, *post_bias, *smap, *cmap, *res, *post_slope;
+    const float *scale, *bias, *smap, *cmap, *scale2, *bias2, *slope, *post_bias, *res, *post_slope;
     float *out;              /* [N, H, W, O] */
     uint64_t *abits;         /* [N, H, W, CW] scratch: packed input */
 } conv_args;
@@ -59,13 +61,14 @@ typedef struct {
 static void pack_row_generic(const conv_args *a, int64_t row)
 {
     const float *x = a->x + row * a->W * a->C;
+    const float *shift = a->shift ? a->shift + (row / a->H) * a->shift_stride : NULL;
     uint64_t *dst = a->abits + row * a->W * a->CW;
     for (int64_t w = 0; w < a->W; w++) {
         for (int64_t cw = 0; cw < a->CW; cw++) {
             uint64_t word = 0;
             int64_t c1 = (cw + 1) * 64 < a->C ? (cw + 1) * 64 : a->C;
             for (int64_t c = cw * 64; c < c1; c++) {
-                float v = x[w * a->C + c] + (a->shift ? a->shift[c] : 0.0f);
+                float v = x[w * a->C + c] + (shift ? shift[c] : 0.0f);
                 word |= (uint64_t)(v < 0.0f) << (c - cw * 64);
             }
             dst[w * a->CW + cw] = word;
@@ -77,6 +80,7 @@ __attribute__((target("avx2")))
 static void pack_row_avx2(const conv_args *a, int64_t row)
 {
     const float *x = a->x + row * a->W * a->C;
+    const float *shift = a->shift ? a->shift + (row / a->H) * a->shift_stride : NULL;
     uint64_t *dst = a->abits + row * a->W * a->CW;
     const __m256 zero = _mm256_setzero_ps();
     for (int64_t w = 0; w < a->W; w++) {
@@ -89,12 +93,12 @@ static void pack_row_avx2(const conv_args *a, int64_t row)
                     break;
                 if (c0 + 8 <= a->C) {
                     __m256 v = _mm256_loadu_ps(xp + c0);
-                    if (a->shift)
-                        v = _mm256_add_ps(v, _mm256_loadu_ps(a->shift + c0));
+                    if (shift)
+                        v = _mm256_add_ps(v, _mm256_loadu_ps(shift + c0));
                     word |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ)) << q;
                 } else {
                     for (int64_t c = c0; c < a->C; c++) {
-                        float v = xp[c] + (a->shift ? a->shift[c] : 0.0f);
+                        float v = xp[c] + (shift ? shift[c] : 0.0f);
                         word |= (uint64_t)(v < 0.0f) << (c - cw * 64);
                     }
                 }
@@ -108,6 +112,7 @@ __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2")))
 static void pack_row_avx512(const conv_args *a, int64_t row)
 {
     const float *x = a->x + row * a->W * a->C;
+    const float *shift = a->shift ? a->shift + (row / a->H) * a->shift_stride : NULL;
     uint64_t *dst = a->abits + row * a->W * a->CW;
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t w = 0; w < a->W; w++) {
@@ -121,8 +126,8 @@ static void pack_row_avx512(const conv_args *a, int64_t row)
                 int64_t n = a->C - c0 < 16 ? a->C - c0 : 16;
                 __mmask16 m = (__mmask16)((1u << n) - 1u);   /* masked loads for the channel tail */
                 __m512 v = _mm512_maskz_loadu_ps(m, xp + c0);
-                if (a->shift)
-                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, a->shift + c0));
+                if (shift)
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, shift + c0));
                 word |= (uint64_t)_mm512_mask_cmp_ps_mask(m, v, zero, _CMP_LT_OQ) << q;
             }
             dst[w * a->CW + cw] = word;
@@ -272,20 +277,23 @@ static inline void epilogue_row(const conv_args *a, int64_t n, int64_t h, const 
         const float nvw = (float)nv[w];
         for (int64_t o = 0; o < O; o++)   /* dot = n_valid - 2 * d_valid (integers < 2^24: exact in float) */
             y[o] = a->scale[o] * (nvw - 2.0f * (float)d[o]) + a->bias[o];
+        if (a->cmap)
+            for (int64_t o = 0; o < O; o++)
+                y[o] *= a->cmap[n * O + o];
+        if (a->smap) {
+            const float s = a->smap[pix];
+            for (int64_t o = 0; o < O; o++)
+                y[o] *= s;
+        }
+        if (a->scale2)
+            for (int64_t o = 0; o < O; o++)
+                y[o] = y[o] * a->scale2[o] + a->bias2[o];
         if (a->slope)
             for (int64_t o = 0; o < O; o++)
                 y[o] = y[o] >= 0.0f ? y[o] : a->slope[o] * y[o];
         if (a->post_bias)
             for (int64_t o = 0; o < O; o++)
                 y[o] += a->post_bias[o];
-        if (a->smap) {
-            const float s = a->smap[pix];
-            for (int64_t o = 0; o < O; o++)
-                y[o] *= s;
-        }
-        if (a->cmap)
-            for (int64_t o = 0; o < O; o++)
-                y[o] *= a->cmap[n * O + o];
         if (a->res) {
             const float *r = a->res + pix * O;
             for (int64_t o = 0; o < O; o++)
@@ -341,13 +349,13 @@ static void run_conv(conv_args *a, int isa, int threads)
     (void)threads;
 #pragma omp parallel num_threads(threads)
     {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t r = 0; r < rows; r++)
             pack(a, r);
         /* implicit barrier: every packed row is ready before any output row reads its neighbours */
         int32_t *pc = malloc(sizeof(int32_t) * (size_t)(a->W * a->OP + a->W));
         if (pc) {
-#pragma omp for schedule(dynamic, 4)
+#pragma omp for schedule(dynamic, 1)
             for (int64_t r = 0; r < rows; r++)
                 row(a, r / a->H, r % a->H, pc, pc + a->W * a->OP);
             free(pc);
@@ -371,28 +379,29 @@ static int parse_isa(int isa)
 
 #define PTR(v) ((void *)(uintptr_t)(v))
 
-/* conv(x, shift, wbits, N, H, W, C, O, OP, K, scale, bias, slope, post_bias, smap, cmap, res, post_slope,
- *      out, threads, isa) -- every array argument is an address (0 = absent); see conv_args. */
+/* conv(x, shift, shift_stride, wbits, N, H, W, C, O, OP, K, scale, bias, smap, cmap, scale2, bias2, slope,
+ *      post_bias, res, post_slope, out, threads, isa) -- arrays are addresses (0 = absent); see conv_args. */
 static PyObject *py_conv(PyObject *self, PyObject *args)
 {
-    unsigned long long x, shift, wbits, scale, bias, slope, post_bias, smap, cmap, res, post_slope, out;
-    long long N, H, W, C, O, OP, K;
+    unsigned long long x, shift, wbits, scale, bias, smap, cmap, scale2, bias2, slope, post_bias, res, post_slope, out;
+    long long shift_stride, N, H, W, C, O, OP, K;
     int threads, isa;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKKLLLLLLLKKKKKKKKKii", &x, &shift, &wbits, &N, &H, &W, &C, &O, &OP, &K,
-                          &scale, &bias, &slope, &post_bias, &smap, &cmap, &res, &post_slope, &out,
-                          &threads, &isa))
+    if (!PyArg_ParseTuple(args, "KKLKLLLLLLLKKKKKKKKKKKii", &x, &shift, &shift_stride, &wbits, &N, &H, &W, &C, &O,
+                          &OP, &K, &scale, &bias, &smap, &cmap, &scale2, &bias2, &slope, &post_bias, &res,
+                          &post_slope, &out, &threads, &isa))
         return NULL;
     if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || O <= 0 || OP < O || OP % 8 || K <= 0 || K % 2 == 0 || !x ||
-        !wbits || !scale || !bias || !out || threads <= 0) {
+        !wbits || !scale || !bias || !out || threads <= 0 || (scale2 && !bias2) ||
+        (shift_stride != 0 && shift_stride != C)) {
         PyErr_SetString(PyExc_ValueError, "bitpack conv: bad arguments");
         return NULL;
     }
     if ((isa = parse_isa(isa)) < 0)
         return NULL;
-    conv_args a = {PTR(x), PTR(shift), PTR(wbits), N, H, W, C, (C + 63) / 64, O, OP, K,
-                   PTR(scale), PTR(bias), PTR(slope), PTR(post_bias), PTR(smap), PTR(cmap), PTR(res),
-                   PTR(post_slope), PTR(out), NULL};
+    conv_args a = {PTR(x), PTR(shift), shift_stride, PTR(wbits), N, H, W, C, (C + 63) / 64, O, OP, K,
+                   PTR(scale), PTR(bias), PTR(smap), PTR(cmap), PTR(scale2), PTR(bias2), PTR(slope),
+                   PTR(post_bias), PTR(res), PTR(post_slope), PTR(out), NULL};
     a.abits = malloc(sizeof(uint64_t) * (size_t)(N * H * W * a.CW));
     if (!a.abits)
         return PyErr_NoMemory();
@@ -403,16 +412,16 @@ static PyObject *py_conv(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* pack(x, shift, N, H, W, C, out, isa): sign-pack an NHWC float map into out[N, H, W, ceil(C/64)] words. */
+/* pack(x, shift, shift_stride, N, H, W, C, out, isa): sign-pack an NHWC float map into out[N, H, W, ceil(C/64)]. */
 static PyObject *py_pack(PyObject *self, PyObject *args)
 {
     unsigned long long x, shift, out;
-    long long N, H, W, C;
+    long long shift_stride, N, H, W, C;
     int isa;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKLLLLKi", &x, &shift, &N, &H, &W, &C, &out, &isa))
+    if (!PyArg_ParseTuple(args, "KKLLLLLKi", &x, &shift, &shift_stride, &N, &H, &W, &C, &out, &isa))
         return NULL;
-    if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || !x || !out) {
+    if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || !x || !out || (shift_stride != 0 && shift_stride != C)) {
         PyErr_SetString(PyExc_ValueError, "bitpack pack: bad arguments");
         return NULL;
     }
@@ -420,7 +429,7 @@ static PyObject *py_pack(PyObject *self, PyObject *args)
         return NULL;
     conv_args a;
     memset(&a, 0, sizeof a);
-    a.x = PTR(x), a.shift = PTR(shift), a.N = N, a.H = H, a.W = W, a.C = C, a.CW = (C + 63) / 64;
+    a.x = PTR(x), a.shift = PTR(shift), a.shift_stride = shift_stride, a.N = N, a.H = H, a.W = W, a.C = C, a.CW = (C + 63) / 64;
     a.abits = PTR(out);
     void (*pack)(const conv_args *, int64_t) =
         isa == ISA_AVX512 ? pack_row_avx512 : isa == ISA_AVX2 ? pack_row_avx2 : pack_row_generic;

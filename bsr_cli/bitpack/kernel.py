@@ -85,20 +85,23 @@ def binary_conv(
     bias: torch.Tensor,
     *,
     shift: torch.Tensor | None = None,
-    slope: torch.Tensor | None = None,
-    post_bias: torch.Tensor | None = None,
     smap: torch.Tensor | None = None,
     cmap: torch.Tensor | None = None,
+    scale2: torch.Tensor | None = None,
+    bias2: torch.Tensor | None = None,
+    slope: torch.Tensor | None = None,
+    post_bias: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
     post_slope: torch.Tensor | None = None,
     threads: int | None = None,
     isa: int = -1,
 ) -> torch.Tensor:
-    """y = epilogue(scale * conv(sign(x + shift), sign(W)) + bias), zero padding k//2, stride 1.
+    """Binary conv of sign(x + shift) with the packed weight signs, zero padding k//2, stride 1, + FP epilogue.
 
-    x: (N, C, H, W). wbits/out_channels/kernel_size from `pack_weight_signs`. Per output channel o (optional
-    stages in this order): y = scale*dot + bias; y = prelu(y, slope) + post_bias; y *= smap (N,1,H,W);
-    y *= cmap (N,O,1,1); y += residual (N,O,H,W); y = prelu(y, post_slope). Returns (N, O, H, W) channels-last.
+    x: (N, C, H, W); `shift`: (C,) or (N, C, 1, 1). Per output channel o, optional stages in this order:
+      y = scale*dot + bias;  y *= cmap (N,O,1,1);  y *= smap (N,1,H,W);  y = y*scale2 + bias2;
+      y = prelu(y, slope) + post_bias;  y += residual (N,O,H,W);  y = prelu(y, post_slope).
+    Returns (N, O, H, W) float32 channels-last.
     """
     k = require_kernel()
     if x.dim() != 4 or x.device.type != "cpu":
@@ -109,22 +112,29 @@ def binary_conv(
     if wbits.shape != (kernel_size, kernel_size, (c + 63) // 64, op) or wbits.dtype != torch.int64:
         raise ValueError(f"bitpack: packed weights {tuple(wbits.shape)} do not fit an input with {c} channels")
     x = _cl(x)
-    shift = _vec(shift, c, "shift")
+    shift_stride = 0
+    if shift is not None and shift.numel() == n * c and shift.dim() == 4:
+        shift, shift_stride = shift.detach().to(torch.float32).reshape(n, c).contiguous(), c
+    else:
+        shift = _vec(shift, c, "shift")
     scale, bias = _vec(scale, o, "scale"), _vec(bias, o, "bias")
+    scale2, bias2 = _vec(scale2, o, "scale2"), _vec(bias2, o, "bias2")
+    if (scale2 is None) != (bias2 is None):
+        raise ValueError("bitpack: scale2 and bias2 go together")
     slope, post_bias, post_slope = _vec(slope, o, "slope"), _vec(post_bias, o, "post_bias"), _vec(post_slope, o, "post_slope")
     if smap is not None:
-        smap = smap.to(torch.float32).expand(n, 1, h, w).contiguous()
+        smap = smap.detach().to(torch.float32).expand(n, 1, h, w).contiguous()
     if cmap is not None:
-        cmap = cmap.to(torch.float32).expand(n, o, 1, 1).contiguous()
+        cmap = cmap.detach().to(torch.float32).expand(n, o, 1, 1).contiguous()
     if residual is not None:
         if residual.shape != (n, o, h, w):
             raise ValueError(f"bitpack: residual {tuple(residual.shape)} != output {(n, o, h, w)}")
         residual = _cl(residual)
     out = torch.empty((n, o, h, w), dtype=torch.float32, memory_format=torch.channels_last)
     k.conv(
-        x.data_ptr(), _addr(shift), wbits.data_ptr(), n, h, w, c, o, op, kernel_size,
-        scale.data_ptr(), bias.data_ptr(), _addr(slope), _addr(post_bias), _addr(smap), _addr(cmap),
-        _addr(residual), _addr(post_slope), out.data_ptr(), int(threads or default_threads()), isa,
+        x.data_ptr(), _addr(shift), shift_stride, wbits.data_ptr(), n, h, w, c, o, op, kernel_size,
+        scale.data_ptr(), bias.data_ptr(), _addr(smap), _addr(cmap), _addr(scale2), _addr(bias2), _addr(slope),
+        _addr(post_bias), _addr(residual), _addr(post_slope), out.data_ptr(), int(threads or default_threads()), isa,
     )
     return out
 
@@ -136,5 +146,5 @@ def pack_activations(x: torch.Tensor, shift: torch.Tensor | None = None, isa: in
     x = _cl(x)
     shift = _vec(shift, c, "shift")
     out = torch.empty((n, h, w, (c + 63) // 64), dtype=torch.int64)
-    k.pack(x.data_ptr(), _addr(shift), n, h, w, c, out.data_ptr(), isa)
+    k.pack(x.data_ptr(), _addr(shift), 0, n, h, w, c, out.data_ptr(), isa)
     return out

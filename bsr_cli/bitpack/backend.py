@@ -1,0 +1,243 @@
+"""`convert_model`: a copy of a zoo model whose binary convs run on the XNOR-popcount kernel (inference only).
+
+Two rewrites of the copy:
+  1. every `BinaryConv2d` with a supported binary input quantizer becomes a `BitpackConv2d` (weights sign-packed
+     once, here): out = conv(quantizer(x), binarized_weight) + bias, computed as scale_o * (n - 2 popcount) + bias_o;
+  2. every `BinaryUnit` around such a conv becomes a `FusedBinaryUnit`, which hands its re-scaling maps,
+     BatchNorm, (R)PReLU / LeakyReLU, FP shortcut, and the LeakyReLU between the two units of a
+     `BinaryResBlock`, to the kernel's fused epilogue, so one call writes the unit's output.
+Anything else (FP convs, upsamplers, attention blocks, quantizers the kernel does not know) stays the reference
+PyTorch module, so every model runs; `model.bitpack_skipped` lists binary convs left on the reference path.
+The copy keeps `head`, `body`, `upsampler`, `tail` and `scale`, and feeds the network channels-last tensors.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from bsr_cli.bitpack import kernel
+from bsr_cli.errors import BsrError
+from bsr_cli.nn.binary_conv import BinaryConv2d, BinaryLinear
+from bsr_cli.nn.blocks import BinaryResBlock, BinaryUnit, RPReLU
+from bsr_cli.nn.quantizers import ApproxSign, RSign, ScaledSign
+
+__all__ = ["BitpackConv2d", "FusedBinaryUnit", "convert_model"]
+
+
+def _input_binarizer(q: nn.Module) -> tuple[torch.Tensor | None, float] | None:
+    """(shift, activation scale) with quantizer(x) == act_scale * sign(x + shift); None if not expressible.
+
+    ApproxSign: sign(x). RSign: sign(x - beta), shift = -beta (x + (-beta) rounds exactly as x - beta).
+    ScaledSign / ScalesSign: alpha * sign((x - beta) / alpha) = alpha * sign(x - beta) for alpha > 0.
+    """
+    if getattr(q, "channel_dim", 1) != 1:
+        return None
+    if type(q) is ApproxSign:
+        return None, 1.0
+    if type(q) is RSign:
+        return -q.beta.detach().float(), 1.0
+    if isinstance(q, ScaledSign):
+        alpha = float(q.alpha)
+        if not alpha > 0:
+            return None
+        return (None if q.beta is None else -q.beta.detach().float()), alpha
+    return None
+
+
+class BitpackConv2d(nn.Module):
+    """Inference-only replacement of a binary-activation `BinaryConv2d` (stride 1, padding k//2, groups 1)."""
+
+    def __init__(self, conv: BinaryConv2d, threads: int | None = None):
+        super().__init__()
+        shift, act_scale = _input_binarizer(conv.input_quantizer)
+        with torch.no_grad():
+            wb = conv.binarized_weight().detach().float()  # +-alpha_o per output channel, exactly as forward
+        alpha = wb.abs().flatten(1).amax(dim=1)
+        if not torch.equal(wb.abs().flatten(1).amin(dim=1), alpha):
+            raise ValueError("binarized weight is not +-alpha per output channel")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size = conv.kernel_size[0]
+        self.threads = threads
+        wbits, _ = kernel.pack_weight_signs(wb)
+        self.register_buffer("wbits", wbits)
+        self.register_buffer("scale", (alpha * act_scale).contiguous())
+        bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(self.out_channels)
+        self.register_buffer("bias", bias.contiguous())
+        self.register_buffer("shift", shift)  # None: no threshold
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, xnor-popcount"
+
+    def forward(self, x: torch.Tensor, **epilogue) -> torch.Tensor:
+        shift = epilogue.pop("shift", self.shift)
+        return kernel.binary_conv(
+            x, self.wbits, self.out_channels, self.kernel_size, self.scale, self.bias, shift=shift,
+            threads=self.threads, **epilogue,
+        )
+
+
+def _supported(conv: nn.Module) -> bool:
+    return (
+        isinstance(conv, BinaryConv2d)
+        and not isinstance(conv, BinaryLinear)
+        and conv.input_quantizer is not None
+        and conv.groups == 1
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.kernel_size[0] == conv.kernel_size[1]
+        and conv.kernel_size[0] % 2 == 1
+        and conv.padding == (conv.kernel_size[0] // 2,) * 2
+        and conv.padding_mode == "zeros"
+        and _input_binarizer(conv.input_quantizer) is not None
+    )
+
+
+def _slope(act: nn.Module, channels: int) -> torch.Tensor | None:
+    """Per-channel negative slope of a (leaky) ReLU-type activation, or None when it is not one."""
+    if isinstance(act, nn.LeakyReLU):
+        return torch.full((channels,), float(act.negative_slope))
+    if isinstance(act, nn.ReLU):
+        return torch.zeros(channels)
+    if isinstance(act, nn.PReLU):
+        return act.weight.detach().float().expand(channels).contiguous()
+    return None
+
+
+class FusedBinaryUnit(nn.Module):
+    """A `BinaryUnit` (see bsr_cli.nn.blocks) whose conv is a `BitpackConv2d`, with its epilogue fused:
+
+        y = conv(a) * C_r(x) * S(x);  y = act(norm(y));  out = y + x;  out = post_act(out)
+
+    norm: Identity or eval BatchNorm -> y * scale2 + bias2; act: Identity, RPReLU (-gamma into bias2, slope, zeta
+    as post_bias), PReLU / LeakyReLU / ReLU (slope); post_act: the LeakyReLU that follows in a `BinaryResBlock`.
+    """
+
+    def __init__(self, unit: BinaryUnit):
+        super().__init__()
+        conv: BitpackConv2d = unit.conv
+        o = conv.out_channels
+        self.conv, self.shift_rescale, self.rescalers = conv, unit.shift_rescale, unit.rescalers
+        self.shortcut = unit.shortcut
+        self.norm, self.act = unit.norm, unit.act  # kept for the unfused path
+        self.post_act: nn.Module = nn.Identity()
+        scale2 = bias2 = slope = post_bias = None
+        if isinstance(unit.norm, nn.BatchNorm2d):
+            bn = unit.norm
+            scale2 = (bn.weight.detach() if bn.affine else torch.ones(o)) / torch.sqrt(bn.running_var + bn.eps)
+            bias2 = (bn.bias.detach() if bn.affine else torch.zeros(o)) - bn.running_mean * scale2
+        act = unit.act
+        if isinstance(act, RPReLU):
+            scale2 = torch.ones(o) if scale2 is None else scale2
+            bias2 = -act.gamma.detach() if bias2 is None else bias2 - act.gamma.detach()
+            slope, post_bias = _slope(act.prelu, o), act.zeta.detach()
+        elif not isinstance(act, nn.Identity):
+            slope = _slope(act, o)
+        self.epilogue = {"scale2": scale2, "bias2": bias2, "slope": slope, "post_bias": post_bias}
+        self.epilogue = {k: v.float().contiguous() for k, v in self.epilogue.items() if v is not None}
+
+    @staticmethod
+    def fusable(unit: nn.Module) -> bool:
+        if type(unit) is not BinaryUnit or not isinstance(unit.conv, BitpackConv2d):
+            return False
+        norm_ok = isinstance(unit.norm, nn.Identity) or (
+            isinstance(unit.norm, nn.BatchNorm2d) and unit.norm.track_running_stats and unit.norm.running_var is not None
+        )
+        act = unit.act
+        act_ok = isinstance(act, (nn.Identity, RPReLU)) or _slope(act, 1) is not None
+        if isinstance(act, RPReLU):
+            act_ok = act.prelu.weight.numel() in (1, act.gamma.numel())
+        return norm_ok and act_ok
+
+    def set_post_act(self, act: nn.Module) -> bool:
+        """Fuse the activation that follows this unit; False (nothing changed) when it is not a leaky ReLU."""
+        slope = _slope(act, self.conv.out_channels)
+        if slope is None and not isinstance(act, nn.Identity):
+            return False
+        self.post_act = act
+        if slope is not None:
+            self.epilogue["post_slope"] = slope.float().contiguous()
+        return True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, shift, maps = x, self.conv.shift, []
+        if self.shift_rescale is not None:
+            s, scale = self.shift_rescale(x)
+            maps.append(scale)
+            if shift is None and s.shape == (x.shape[0], x.shape[1], 1, 1):
+                shift = -s  # per-sample threshold: x + (-s) rounds exactly as the reference's x - s
+            else:
+                a = x - s
+        maps += [r(x) for r in self.rescalers]
+        n, o, h, w = x.shape[0], self.conv.out_channels, x.shape[2], x.shape[3]
+        cmap = smap = None
+        for m in maps:
+            if m.shape == (n, o, 1, 1):
+                cmap = m if cmap is None else cmap * m
+            elif m.shape == (n, 1, h, w):
+                smap = m if smap is None else smap * m
+            else:  # a map the epilogue cannot take: reference order in PyTorch
+                return self._unfused(a, shift, maps, x)
+        residual = x if self.shortcut else None
+        return self.conv(a, shift=shift, cmap=cmap, smap=smap, residual=residual, **self.epilogue)
+
+    def _unfused(self, a, shift, maps, x):
+        y = self.conv(a, shift=shift)
+        for m in maps:
+            y = y * m
+        y = self.act(self.norm(y))
+        return self.post_act(y + x if self.shortcut else y)
+
+
+def _replace(module: nn.Module, fn) -> None:
+    """Post-order walk: replace each child c by fn(c) when fn returns a module."""
+    for name, child in list(module.named_children()):
+        _replace(child, fn)
+        new = fn(child)
+        if new is not None:
+            setattr(module, name, new)
+
+
+def _to_channels_last(_module, args):
+    x = args[0]
+    if isinstance(x, torch.Tensor) and x.dim() == 4:
+        x = x.float().contiguous(memory_format=torch.channels_last)
+    return (x,) + tuple(args[1:])
+
+
+def _contiguous_output(_module, _args, out):
+    return out.contiguous() if isinstance(out, torch.Tensor) else out
+
+
+def convert_model(model: nn.Module, threads: int | None = None) -> nn.Module:
+    """A copy of `model` (eval mode) running its binary-activation convs on the bitpack kernel.
+
+    `threads`: kernel threads (default: torch.get_num_threads() at each call). Raises BsrError with a one-line
+    reason when the compiled kernel is not available.
+    """
+    ok, reason = kernel.bitpack_available()
+    if not ok:
+        raise BsrError(f"backend bitpack unavailable: {reason}")
+    m = copy.deepcopy(model).eval()
+    skipped: list[str] = []
+    for name, mod in m.named_modules():
+        if isinstance(mod, BinaryConv2d) and mod.input_quantizer is not None and not _supported(mod):
+            skipped.append(f"{name} ({type(mod).__name__}, {type(mod.input_quantizer).__name__})")
+    with torch.no_grad():
+        _replace(m, lambda c: BitpackConv2d(c, threads) if _supported(c) else None)
+        _replace(m, lambda c: FusedBinaryUnit(c) if FusedBinaryUnit.fusable(c) else None)
+        for block in m.modules():
+            if isinstance(block, BinaryResBlock) and isinstance(block.unit1, FusedBinaryUnit):
+                if block.unit1.set_post_act(block.mid_act):
+                    block.mid_act = nn.Identity()
+    m.requires_grad_(False)
+    m.register_forward_pre_hook(_to_channels_last)
+    m.register_forward_hook(_contiguous_output)
+    m.bitpack_skipped = skipped
+    m.backend = "bitpack"
+    return m
+
+
+def count_bitpack_convs(model: nn.Module) -> int:
+    return sum(isinstance(mod, BitpackConv2d) for mod in model.modules())
