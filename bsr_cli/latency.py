@@ -1,0 +1,228 @@
+"""Measured CPU latency per backend, with the FP twin of the same shape timed in the same run.
+
+``measure(model, scale, backends)`` builds the model (random init: latency does not depend on the weights'
+values), runs ``warmup`` untimed forward passes on one fixed input, then ``runs`` timed ones, and reports
+median, p90 and min in milliseconds per backend:
+
+* ``torch``   the PyTorch module (``torch.set_num_threads(threads)``);
+* ``onnx``    the model exported in memory (``bsr_cli.export_onnx``) on onnxruntime's CPU provider,
+  ``intra_op_num_threads = threads``;
+* ``bitpack`` ``bsr_cli.bitpack.convert_model``: binary-activation convs on the compiled XNOR-popcount kernel.
+
+In torch and onnx a binary conv is an ordinary float conv on ±1 values: no 1-bit kernel runs, so a BNN is about
+as fast as its FP twin there (the Eq. 7 BOP savings are not realised). Only ``bitpack`` executes 1-bit math.
+
+For torch-module backends the time is also split per part (head, body, upsampler, tail, other) with forward
+hooks and ``time.perf_counter`` (median over the timed runs).
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from bsr_cli.errors import BsrError
+
+BACKENDS = ("torch", "onnx", "bitpack")
+FP_TWIN = "srresnet-fp"
+PARTS = ("head", "body", "upsampler", "tail")
+FLOAT_MATH_NOTE = ("torch and onnx run binary convs as float math on ±1 values (no 1-bit kernel), so a BNN is "
+                   "about as fast as its FP twin there; only the bitpack backend executes XNOR-popcount.")
+
+
+@dataclass
+class Latency:
+    """One model on one backend."""
+
+    model: str
+    backend: str
+    scale: int
+    input: list[int]  # [h, w]
+    threads: int
+    runs: int
+    warmup: int
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    parts_ms: dict = field(default_factory=dict)
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bitpack_status() -> tuple[bool, str]:
+    """(available, reason or ISA) of the compiled 1-bit kernel."""
+    try:
+        from bsr_cli.bitpack import bitpack_available
+    except ImportError as exc:
+        return False, f"bsr_cli.bitpack not importable ({exc})"
+    return bitpack_available()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 100])."""
+    v = sorted(values)
+    if len(v) == 1:
+        return v[0]
+    pos = (len(v) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def build(model: torch.nn.Module, backend: str, threads: int) -> Callable:
+    """The callable that runs ``model`` on ``backend``."""
+    if backend == "torch":
+        return model
+    if backend == "onnx":
+        from bsr_cli.export_onnx import OnnxModel, to_onnx_bytes
+
+        data, _ = to_onnx_bytes(model)
+        return OnnxModel(data, threads=threads)
+    if backend == "bitpack":
+        ok, reason = bitpack_status()
+        if not ok:
+            raise BsrError(f"backend bitpack unavailable: {reason}")
+        from bsr_cli.bitpack import convert_model
+
+        return convert_model(model, threads=threads)
+    raise BsrError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
+
+
+class _PartTimer:
+    """Forward hooks that time head/body/upsampler/tail of a torch module."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.handles = []
+        self.times: dict[str, list[float]] = {p: [] for p in PARTS}
+        self._start: dict[str, float] = {}
+        for part in PARTS:
+            mod = getattr(model, part, None)
+            if isinstance(mod, torch.nn.Module) and not isinstance(mod, torch.nn.Identity):
+                self.handles.append(mod.register_forward_pre_hook(self._pre(part)))
+                self.handles.append(mod.register_forward_hook(self._post(part)))
+
+    def _pre(self, part):
+        def hook(_m, _a):
+            self._start[part] = time.perf_counter()
+        return hook
+
+    def _post(self, part):
+        def hook(_m, _a, _o):
+            self.times[part].append(time.perf_counter() - self._start.pop(part))
+        return hook
+
+    def medians_ms(self) -> dict[str, float]:
+        return {p: round(1e3 * statistics.median(t), 3) for p, t in self.times.items() if t}
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def time_runs(fn: Callable, x: torch.Tensor, runs: int, warmup: int) -> list[float]:
+    """Seconds per call for ``runs`` calls after ``warmup`` untimed ones, on one fixed input."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn(x)
+        out = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn(x)
+            out.append(time.perf_counter() - t0)
+    return out
+
+
+def measure_one(name: str, scale: int, backend: str, input_hw=(128, 128), runs: int = 20, warmup: int = 3,
+                threads: int | None = None, model: torch.nn.Module | None = None, parts: bool = True) -> Latency:
+    """Latency of model ``name`` (or the given module) on one backend."""
+    from bsr_cli.models import create_model
+
+    threads = int(threads or torch.get_num_threads())
+    torch.set_num_threads(threads)
+    net = (model if model is not None else create_model(name, scale)).eval()
+    fn = build(net, backend, threads)
+    x = torch.rand(1, 3, *input_hw, generator=torch.Generator().manual_seed(0))
+    secs = time_runs(fn, x, runs, warmup)
+    split: dict[str, float] = {}
+    if parts and isinstance(fn, torch.nn.Module):
+        timer = _PartTimer(fn)
+        try:
+            total = time_runs(fn, x, max(3, runs // 4), 0)
+        finally:
+            timer.close()
+        split = timer.medians_ms()
+        split["other"] = round(max(0.0, 1e3 * statistics.median(total) - sum(split.values())), 3)
+    note = "" if backend == "bitpack" or name == FP_TWIN else "binary convs as float math"
+    return Latency(name, backend, scale, list(input_hw), threads, runs, warmup,
+                   round(1e3 * statistics.median(secs), 3), round(1e3 * percentile(secs, 90), 3),
+                   round(1e3 * min(secs), 3), split, note)
+
+
+def measure(name: str, scale: int = 4, backends=("torch", "onnx"), input_hw=(128, 128), runs: int = 20,
+            warmup: int = 3, threads: int | None = None, twin: str = FP_TWIN) -> dict:
+    """Latency of ``name`` and of its FP twin on each backend, measured in this one run, with ratios.
+
+    The twin runs on torch and onnx (bitpack has nothing to accelerate in an FP net); ``ratio`` divides the
+    model's median by the twin's on the same backend (bitpack: by the twin's torch median).
+    """
+    threads = int(threads or torch.get_num_threads())
+    rows = [measure_one(name, scale, b, input_hw, runs, warmup, threads) for b in backends]
+    twin_backends = [b for b in dict.fromkeys(["torch" if b == "bitpack" else b for b in backends])]
+    twins = {b: measure_one(twin, scale, b, input_hw, runs, warmup, threads) for b in twin_backends}
+    ratio = {}
+    for r in rows:
+        ref = twins["torch" if r.backend == "bitpack" else r.backend]
+        ratio[r.backend] = round(r.median_ms / ref.median_ms, 3)
+    return {
+        "model": name, "twin": twin, "scale": scale, "input": list(input_hw), "threads": threads,
+        "cpu": cpu_name(), "torch": torch.__version__, "results": [r.as_dict() for r in rows],
+        "twin_results": [t.as_dict() for t in twins.values()], "ratio_to_twin": ratio, "note": FLOAT_MATH_NOTE,
+    }
+
+
+def render(reports: list[dict], console=None) -> None:
+    """A rich table of ``measure`` reports, then the CPU/threads line and the float-math note."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    if not console.is_terminal:
+        console = Console(width=150, file=console.file)
+    if not reports:
+        return
+    r0 = reports[0]
+    h, w = r0["input"]
+    table = Table(title=f"latency, x{r0['scale']}, LR input {w}x{h}, batch 1 (ms)", title_justify="left")
+    for col in ("model", "backend", "median", "p90", "min", f"/ {r0['twin']}", "head/body/up/tail/other"):
+        table.add_column(col, justify="left" if col in ("model", "backend") else "right", no_wrap=True)
+    for rep in reports:
+        rows = [(r, rep["ratio_to_twin"].get(r["backend"])) for r in rep["results"]]
+        rows += [(t, None) for t in rep["twin_results"]]
+        for r, ratio in rows:
+            p = r["parts_ms"]
+            split = "/".join(f"{p[k]:.1f}" if k in p else "-" for k in (*PARTS, "other")) if p else ""
+            table.add_row(r["model"], r["backend"], f"{r['median_ms']:.1f}", f"{r['p90_ms']:.1f}",
+                          f"{r['min_ms']:.1f}", "" if ratio is None else f"{ratio:.2f}x", split)
+        table.add_section()
+    console.print(table)
+    console.print(f"CPU: {r0['cpu']}; threads: {r0['threads']} (torch.set_num_threads, onnxruntime intra-op); "
+                  f"{r0['results'][0]['warmup']} warm-up + {r0['results'][0]['runs']} timed runs.", highlight=False)
+    console.print(f"note: {FLOAT_MATH_NOTE}", highlight=False)
