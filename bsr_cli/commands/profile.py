@@ -81,6 +81,12 @@ def command(
         "flops", "--convention", help="flops: FLOPs = 2 x MACs (EBSR/SCALES); macs: MACs once (BBCU)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print {\"results\": [...]} JSON on stdout."),
+    latency: bool = typer.Option(False, "--latency", help="Measure CPU latency instead of counting (median, p90; "
+                                 "the FP twin srresnet-fp timed in the same run)."),
+    backend: Optional[List[str]] = typer.Option(None, "--backend", help="Latency backend, repeatable: torch, onnx, "
+                                                "bitpack. Default: torch and onnx."),
+    runs: int = typer.Option(20, "--runs", help="Timed runs per backend (after 3 warm-up runs)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and onnxruntime."),
 ) -> None:
     """Count parameters and operations of models per EBSR Eq. 7 by tracing one forward pass.
 
@@ -92,6 +98,20 @@ def command(
     if convention not in CONVENTIONS:
         raise BsrError(f"unknown --convention {convention!r} (use one of: {', '.join(CONVENTIONS)})")
     input_hw = parse_size(input_size)
+    if latency:
+        from bsr_cli import latency as lat
+
+        bad = [b for b in backend or [] if b not in lat.BACKENDS]
+        if bad or runs < 1:
+            raise BsrError(f"--backend must be one of {', '.join(lat.BACKENDS)}; --runs >= 1" if bad
+                           else "--runs must be at least 1")
+        reports = [lat.measure(m, scale, tuple(backend or ("torch", "onnx")), input_hw, runs, 3, threads)
+                   for m in (model or DEFAULT_MODELS[1:2])]
+        if as_json:
+            print(json.dumps({"latency": reports}, indent=2))
+        else:
+            lat.render(reports)
+        return
     results = profile_results(list(model or DEFAULT_MODELS), scale, input_hw, convention)
     if as_json:
         print(json.dumps({"results": results}, indent=2))
