@@ -25,6 +25,7 @@ cost outside the four parts (none for the bsr models) goes to "other".
 """
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 
 import torch
@@ -86,14 +87,8 @@ def _finish(raw: dict, fp: int, bi: int, convention: str) -> dict:
     }
 
 
-def profile_model(model: nn.Module, input_hw=(128, 128), convention: str = "flops") -> dict:
-    """Count Params_fp, Params_bi, Params, FLOPs, BOPs, OPs (Eq. 7) of `model` for one LR input of size
-    `input_hw` = (h, w), in total and per part. Returns the JSON-ready dict of `bsr profile --json`."""
-    if convention not in CONVENTIONS:
-        raise BsrError(f"unknown convention {convention!r} (use one of: {', '.join(CONVENTIONS)})")
-    h, w = (int(v) for v in input_hw)
-    if h <= 0 or w <= 0:
-        raise BsrError(f"input size must be positive, got {h}x{w}")
+def _trace(model: nn.Module, h: int, w: int, device: torch.device) -> dict:
+    """One forward pass at LR (h, w) with counting hooks; returns raw counts per part."""
     owner = _module_parts(model)
     raw: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_KEYS, 0))
 
@@ -137,13 +132,29 @@ def profile_model(model: nn.Module, input_hw=(128, 128), convention: str = "flop
     try:
         model.eval()
         p = next(model.parameters(), None)
-        x = torch.zeros(1, 3, h, w, dtype=p.dtype if p is not None else torch.float32)
+        x = torch.zeros(1, 3, h, w, dtype=p.dtype if p is not None else torch.float32, device=device)
         with torch.no_grad():
             model(x)
     finally:
         for hd in handles:
             hd.remove()
         model.train(was_training)
+    return raw
+
+
+def profile_model(model: nn.Module, input_hw=(128, 128), convention: str = "flops") -> dict:
+    """Count Params_fp, Params_bi, Params, FLOPs, BOPs, OPs (Eq. 7) of `model` for one LR input of size
+    `input_hw` = (h, w), in total and per part. Returns the JSON-ready dict of `bsr profile --json`."""
+    if convention not in CONVENTIONS:
+        raise BsrError(f"unknown convention {convention!r} (use one of: {', '.join(CONVENTIONS)})")
+    h, w = (int(v) for v in input_hw)
+    if h <= 0 or w <= 0:
+        raise BsrError(f"input size must be positive, got {h}x{w}")
+    try:  # shapes are all the counters need: trace a parameter-less "meta" copy (instant, no compute)
+        target = copy.deepcopy(model).to("meta")
+        raw = _trace(target, h, w, torch.device("meta"))
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: run it for real
+        raw = _trace(model, h, w, torch.device("cpu"))
 
     seen: set = set()
     parts = {}
