@@ -227,20 +227,22 @@ def resize_alpha_bicubic(alpha: np.ndarray, scale: int) -> np.ndarray:
 def upscale_image(model: Callable, pixels: np.ndarray, alpha: np.ndarray | None, scale: int, tile: int,
                   tile_pad: int, alpha_mode: str = "bicubic",
                   progress: Callable[[int, int], None] | None = None,
-                  report: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                  report: dict | None = None, global_means: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Upscale colour (or gray) pixels and the alpha plane; dtypes and channel counts are kept.
 
     Gray is replicated to RGB and the clipped output channels averaged back before rounding (as ``bsr eval``).
     ``report`` receives the tiling facts (tiles, passes, converged) of the colour pass.
     """
     rgb, gray = _to_rgb(pixels)
-    out = tiling.upscale_array(model, rgb, scale, tile, tile_pad, progress=progress, to_gray=gray, report=report)
+    out = tiling.upscale_array(model, rgb, scale, tile, tile_pad, progress=progress, to_gray=gray, report=report,
+                               global_means=global_means)
     out_alpha = None
     if alpha is not None:
         plane = alpha.reshape(alpha.shape[0], alpha.shape[1])
         if alpha_mode == "model":
             a3 = np.repeat(plane[:, :, None], 3, axis=2)
-            out_alpha = tiling.upscale_array(model, a3, scale, tile, tile_pad, to_gray=True)[..., 0]
+            out_alpha = tiling.upscale_array(model, a3, scale, tile, tile_pad, to_gray=True,
+                                             global_means=global_means)[..., 0]
         else:
             out_alpha = resize_alpha_bicubic(plane, scale)
     return out, out_alpha
@@ -285,7 +287,7 @@ def process(job: Job, model: Callable, settings: Settings, tiling_for: Callable[
         tile, pad = tiling_for(h, w)
         report: dict = {}
         out, out_alpha = upscale_image(model, pixels, alpha, settings.scale, tile, pad, settings.alpha, progress,
-                                       report)
+                                       report, getattr(tiling_for, "global_means", None))
         job.tiling = {"tile": tile, "tile_pad": pad, **report}
         if not report.get("converged", True):
             job.notes.append(f"global means did not settle in {report.get('passes')} tiled passes: "
@@ -392,6 +394,10 @@ def make_tiling(model: Callable, probe_source: Callable, scale: int, tile: int,
         t, p, _ = tiling.resolve_tiling(model, scale, h, w, tile, tile_pad, probe=probe)
         return t, p
 
+    import torch
+
+    # whole-image means can be injected only into a torch module (not an onnxruntime session)
+    tiling_for.global_means = probe.has_global_means and isinstance(model, torch.nn.Module)
     return tiling_for, probe
 
 
