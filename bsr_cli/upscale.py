@@ -104,7 +104,7 @@ def collect_inputs(specs: Iterable[str], recursive: bool = False,
 
     Returns (pairs, failed jobs for inputs that do not exist, notes about skipped non-image files).
     The base folder is the scanned folder for files found inside one (so sub-folders can be mirrored), else
-    None-equivalent ``file.parent``. ``exclude`` (the output folder) is never scanned.
+    the file's own folder. ``exclude`` (the output folder) is never scanned.
     """
     pairs: list[tuple[Path, Path]] = []
     failed: list[Job] = []

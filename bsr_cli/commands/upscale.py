@@ -69,7 +69,7 @@ def command(
 
     out_dir = output if output is not None and output.suffix.lower() not in up.IMAGE_EXTS else None
     pairs, missing, notes = up.collect_inputs(inputs, recursive, exclude=out_dir)
-    named = all(Path(s).is_file() for s in inputs)
+    named = not any(Path(s).is_dir() or (up._is_glob(s) and not Path(s).exists()) for s in inputs)
     jobs = missing + up.plan_outputs(pairs, output, settings, named_one_by_one=named)
     if not jobs:
         raise BsrError("no image files found in the given inputs")
