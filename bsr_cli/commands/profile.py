@@ -66,7 +66,10 @@ def render_table(results: list[dict]) -> None:
                 style="bold" if i == 0 else None,
                 end_section=(i == len(rows) - 1),
             )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped: do not squeeze the numbers into 80 columns
+        console = Console(width=max(console.width, 110))
+    console.print(table)
 
 
 def command(
