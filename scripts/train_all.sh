@@ -6,7 +6,8 @@
 # Each training lane (A, B, C) is one process with ONE torch thread (on the shared 2-core dev box one 2-thread
 # run was ~6x slower than a 1-thread run: threads that wait on busy cores stall every conv). Lane M (nice 10)
 # waits for each run's final checkpoint, evaluates it on the 4 benchmarks, adds it to the manifest (bundled;
-# ebsr-light is marked default) and commits the entry + file.
+# ebsr-light is marked default) and commits the entry + file; training lanes that are done do the same
+# (each run is claimed once by mkdir runs/<name>/.eval_claim). LANES="M M" starts two evaluators only.
 # x2 runs start from their x4 checkpoint (--init-from: head/body copied). Re-running the script skips
 # finished runs and resumes unfinished ones (bsr train --resume).
 #
@@ -86,6 +87,8 @@ lane_A() {
   run ebsr-light 4 "$ITERS_X4"
   run e2fif 4 "$ITERS_X4"
   run ebsr-light 2 "$ITERS_X2" --init-from runs/ebsr-light-x4/final.safetensors
+  log "lane A training done"
+  [ "${NO_MANIFEST:-0}" != 1 ] && [ -f scripts/add_to_manifest.py ] && eval_worker
   log "lane A done"
 }
 
@@ -95,6 +98,8 @@ lane_B() {
   run bbcu-l 4 "$ITERS_X4"
   run scales 2 "$ITERS_X2" --init-from runs/scales-x4/final.safetensors
   run bbcu-l 2 "$ITERS_X2" --init-from runs/bbcu-l-x4/final.safetensors
+  log "lane B training done"
+  [ "${NO_MANIFEST:-0}" != 1 ] && [ -f scripts/add_to_manifest.py ] && eval_worker
   log "lane B done"
 }
 
@@ -103,22 +108,24 @@ lane_C() {
   run abnn-both-spatial-se 4 "$ITERS_X4"
   run srresnet-fp 4 "$ITERS_X4"
   run ma2019-bwn 4 "$ITERS_X4"
+  log "lane C training done"
+  [ "${NO_MANIFEST:-0}" != 1 ] && [ -f scripts/add_to_manifest.py ] && eval_worker
   log "lane C done"
 }
 
 ALL_RUNS="ebsr-light-x4 scales-x4 abnn-both-spatial-se-x4 e2fif-x4 bbcu-l-x4 srresnet-fp-x4 ma2019-bwn-x4 ebsr-light-x2 scales-x2 bbcu-l-x2"
 
-lane_M() {  # manifest lane (nice 10): evaluate + add + commit each run once its final checkpoint exists
-  LANE=M
+eval_worker() {  # evaluate + add + commit every finished run not yet claimed (mkdir claims: many workers may run)
   local pending="$ALL_RUNS" left name model scale iters
   while [ -n "$pending" ]; do
     left=""
     for name in $pending; do
       model=${name%-x*}; scale=${name##*-x}
       iters=$ITERS_X4; [ "$scale" = 2 ] && iters=$ITERS_X2
-      if [ -f "runs/$name/.in_manifest" ]; then
+      if [ -f "runs/$name/.in_manifest" ] || [ -d "runs/$name/.eval_claim" ]; then
         continue
       elif [ -f "runs/$name/final.safetensors" ] && grep -q "\"iterations\": $iters," "runs/$name/summary.json" 2>/dev/null; then
+        mkdir "runs/$name/.eval_claim" 2>/dev/null || continue
         add_entry "$model" "$scale" "$iters" "runs/$name" && touch "runs/$name/.in_manifest"
       else
         left="$left $name"
@@ -127,13 +134,18 @@ lane_M() {  # manifest lane (nice 10): evaluate + add + commit each run once its
     pending=$left
     [ -n "$pending" ] && sleep 60
   done
+}
+
+lane_M() {  # an evaluation worker at nice 10 (runs beside the training lanes, gets the CPU when they end)
+  LANE=M
+  eval_worker
   log "lane M done"
 }
 
 log "train_all: x4 $ITERS_X4 it, x2 $ITERS_X2 it, batch $BATCH, LR patch $PATCH, lr $LR cosine; lanes ${LANES:-A B C M}"
 for lane in ${LANES:-A B C M}; do
   if [ "$lane" = M ]; then
-    [ -f scripts/add_to_manifest.py ] && [ "${NO_MANIFEST:-0}" != 1 ] && renice -n 10 -p $BASHPID >/dev/null && lane_M &
+    [ -f scripts/add_to_manifest.py ] && [ "${NO_MANIFEST:-0}" != 1 ] && (renice -n 10 -p $BASHPID >/dev/null; lane_M) &
   else
     "lane_$lane" &
   fi
