@@ -32,14 +32,14 @@ def _input_binarizer(q: nn.Module) -> tuple[torch.Tensor | None, float] | None:
     ApproxSign: sign(x). RSign: sign(x - beta), shift = -beta (x + (-beta) rounds exactly as x - beta).
     ScaledSign / ScalesSign: alpha * sign((x - beta) / alpha) = alpha * sign(x - beta) for alpha > 0.
     """
-    if getattr(q, "channel_dim", 1) != 1:
+    if getattr(q, "channel_dim", 1) not in (1, -1):
         return None
     if type(q) is ApproxSign:
         return None, 1.0
     if type(q) is RSign:
         return -q.beta.detach().float(), 1.0
     if isinstance(q, ScaledSign):
-        alpha = float(q.alpha)
+        alpha = float(q.alpha.detach())
         if not alpha > 0:
             return None
         return (None if q.beta is None else -q.beta.detach().float()), alpha
@@ -78,11 +78,31 @@ class BitpackConv2d(nn.Module):
         )
 
 
+class BitpackLinear(BitpackConv2d):
+    """`BinaryLinear` on tokens (..., C_in): a 1x1 conv over a (1, C_in, 1, tokens) channels-last view, which is
+    the token matrix itself (no copy)."""
+
+    def forward(self, x: torch.Tensor, **epilogue) -> torch.Tensor:
+        lead, c = x.shape[:-1], x.shape[-1]
+        rows = x.reshape(-1, c).float().contiguous()
+        y = super().forward(rows.view(1, 1, -1, c).permute(0, 3, 1, 2), **epilogue)  # (1, O, 1, M) channels-last
+        return y.permute(0, 2, 3, 1).reshape(*lead, self.out_channels)
+
+
+def _convert_conv(conv: nn.Module, threads: int | None) -> nn.Module | None:
+    if not _supported(conv):
+        return None
+    return BitpackLinear(conv, threads) if isinstance(conv, BinaryLinear) else BitpackConv2d(conv, threads)
+
+
 def _supported(conv: nn.Module) -> bool:
+    q = getattr(conv, "input_quantizer", None)
+    linear = isinstance(conv, BinaryLinear)
     return (
         isinstance(conv, BinaryConv2d)
-        and not isinstance(conv, BinaryLinear)
-        and conv.input_quantizer is not None
+        and q is not None
+        and getattr(q, "channel_dim", -1 if linear else 1) == (-1 if linear else 1)
+        and (not linear or conv.kernel_size == (1, 1))
         and conv.groups == 1
         and conv.stride == (1, 1)
         and conv.dilation == (1, 1)
@@ -225,7 +245,7 @@ def convert_model(model: nn.Module, threads: int | None = None) -> nn.Module:
         if isinstance(mod, BinaryConv2d) and mod.input_quantizer is not None and not _supported(mod):
             skipped.append(f"{name} ({type(mod).__name__}, {type(mod.input_quantizer).__name__})")
     with torch.no_grad():
-        _replace(m, lambda c: BitpackConv2d(c, threads) if _supported(c) else None)
+        _replace(m, lambda c: _convert_conv(c, threads))
         _replace(m, lambda c: FusedBinaryUnit(c) if FusedBinaryUnit.fusable(c) else None)
         for block in m.modules():
             if isinstance(block, BinaryResBlock) and isinstance(block.unit1, FusedBinaryUnit):
@@ -241,3 +261,23 @@ def convert_model(model: nn.Module, threads: int | None = None) -> nn.Module:
 
 def count_bitpack_convs(model: nn.Module) -> int:
     return sum(isinstance(mod, BitpackConv2d) for mod in model.modules())
+
+
+def bitpack_backend(model_name: str, scale: int, checkpoint):
+    """`weights.load_model(..., backend="bitpack")`: the torch model with its checkpoint, converted."""
+    from bsr_cli import weights
+
+    ok, reason = kernel.bitpack_available()
+    if not ok:
+        raise BsrError(f"backend bitpack unavailable: {reason}")
+    return convert_model(weights.BACKENDS["torch"](model_name, scale, checkpoint))
+
+
+def _register() -> None:
+    from bsr_cli import weights
+
+    if "bitpack" not in weights.BACKENDS and hasattr(weights, "register_backend"):
+        weights.register_backend("bitpack", bitpack_backend)
+
+
+_register()

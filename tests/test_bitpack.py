@@ -1,0 +1,195 @@
+"""bitpack backend: the XNOR-popcount kernel against PyTorch.
+
+- the integer core (popcount identity, channel masking, zero-padding borders) is bit-exact, on every ISA path
+  this CPU has;
+- every binary-activation model of the zoo gives the reference output (max abs diff <= 1e-5) at odd sizes.
+
+Model comparisons use weights whose scales are powers of two (alpha = 2^-6, activation alpha = 1/2): every
+partial sum of +-alpha is then exact in float32, in PyTorch as in the kernel, so a difference can only be a bug,
+not float rounding that flips a later sign. The reference runs on the same channels-last input so that its FP
+convs take the same oneDNN path. Real (non-dyadic) scales are checked unit by unit on a shared input.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bsr_cli.bitpack import kernel
+
+ok, why = kernel.bitpack_available()
+pytestmark = pytest.mark.skipif(not ok, reason=f"bitpack extension not built: {why}")
+
+from bsr_cli.errors import BsrError  # noqa: E402
+from bsr_cli.models import create_model, get_model_info, list_models  # noqa: E402
+from bsr_cli.nn.binary_conv import BinaryConv2d  # noqa: E402
+from bsr_cli.nn.quantizers import ScaledSign  # noqa: E402
+
+ISAS = list(range(kernel.best_isa() + 1)) if ok else []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One thread for the reference and the kernel: on a shared 2-core box two spinning OpenMP threads can
+    make this suite many times slower. Thread counts are tested on their own below."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _sign(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t < 0, -1.0, 1.0).to(t.dtype)  # 0 -> +1, as every binarizer of the zoo
+
+
+def _reference_conv(x, w):
+    """conv of the sign maps, zero padding, in float64: exact integers."""
+    return F.conv2d(_sign(x).double(), _sign(w).double(), padding=w.shape[-1] // 2)
+
+
+# ------------------------------------------------------------------------------------------ integer core
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    "n,c,o,k,h,w",
+    [(2, 40, 40, 3, 5, 7), (1, 64, 64, 3, 9, 11), (1, 130, 72, 3, 6, 5), (1, 64, 3, 1, 4, 3), (1, 100, 17, 1, 3, 5),
+     (1, 3, 8, 3, 1, 1), (1, 64, 64, 3, 2, 1)],
+)
+def test_popcount_core_bit_exact(isa, n, c, o, k, h, w):
+    g = torch.Generator().manual_seed(c * 31 + o)
+    x = torch.randn(n, c, h, w, generator=g)
+    x[x.abs() < 0.3] = 0  # exact zeros must count as +1
+    wt = torch.randn(o, c, k, k, generator=g)
+    wt[wt.abs() < 0.2] = 0
+    wbits, _ = kernel.pack_weight_signs(wt)
+    y = kernel.binary_conv(x, wbits, o, k, torch.ones(o), torch.zeros(o), isa=isa, threads=2)
+    assert torch.equal(y.double(), _reference_conv(x, wt))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_zero_padding_border_counts(isa):
+    """All +1 inputs (x = 0) and weights: each output is the number of taps inside the image times C_in:
+    4*64 at a corner, 6*64 on an edge, 9*64 inside, and 2*64 for a 1-pixel-wide image's ends."""
+    x = torch.zeros(1, 64, 4, 5)
+    wbits, _ = kernel.pack_weight_signs(torch.ones(8, 64, 3, 3))
+    y = kernel.binary_conv(x, wbits, 8, 3, torch.ones(8), torch.zeros(8), isa=isa)[0, 0]
+    assert y[0, 0] == 256 and y[0, 2] == 384 and y[2, 0] == 384 and y[1, 2] == 576 and y[3, 4] == 256
+    y1 = kernel.binary_conv(torch.zeros(1, 64, 3, 1), wbits, 8, 3, torch.ones(8), torch.zeros(8), isa=isa)[0, 0]
+    assert y1.flatten().tolist() == [128.0, 192.0, 128.0]
+    # the same border case against torch's conv2d on sign inputs, with mixed signs (C = 40: masked word)
+    g = torch.Generator().manual_seed(1)
+    xs, ws = torch.randn(1, 40, 3, 4, generator=g), torch.randn(5, 40, 3, 3, generator=g)
+    y2 = kernel.binary_conv(xs, kernel.pack_weight_signs(ws)[0], 5, 3, torch.ones(5), torch.zeros(5), isa=isa)
+    assert torch.equal(y2.double(), _reference_conv(xs, ws))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_pack_bits(isa):
+    """Channel c of pixel p lands in word c // 64, bit c % 64; bit = (x + shift < 0); high bits stay 0."""
+    g = torch.Generator().manual_seed(2)
+    x, shift = torch.randn(1, 70, 2, 3, generator=g), torch.randn(70, generator=g)
+    words = kernel.pack_activations(x, shift, isa=isa).view(torch.uint64 if hasattr(torch, "uint64") else torch.int64)
+    bits = (x + shift.view(1, -1, 1, 1) < 0).permute(0, 2, 3, 1)  # N H W C
+    for c in range(128):
+        got = (words[..., c // 64].to(torch.int64) >> (c % 64)) & 1 if hasattr(torch, "uint64") else \
+            (words[..., c // 64] >> (c % 64)) & 1
+        want = bits[..., c].to(torch.int64) if c < 70 else torch.zeros_like(got)
+        assert torch.equal(got.to(torch.int64), want), c
+
+
+def test_threads_give_the_same_result():
+    g = torch.Generator().manual_seed(3)
+    x, wt = torch.randn(2, 64, 17, 9, generator=g), torch.randn(64, 64, 3, 3, generator=g)
+    wbits, _ = kernel.pack_weight_signs(wt)
+    s, b = torch.rand(64, generator=g), torch.randn(64, generator=g)
+    outs = [kernel.binary_conv(x, wbits, 64, 3, s, b, threads=t) for t in (1, 2, 3)]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+# ------------------------------------------------------------------------------------------ whole models
+def _binary_act_convs(model):
+    return [m for m in model.modules() if isinstance(m, BinaryConv2d) and m.input_quantizer is not None]
+
+
+def _dyadic(model, g):
+    """Binary weights +-2^-6 (random signs), activation alphas 1/2, random thresholds, BN stats that keep the
+    residual stream O(1), random RPReLU shifts."""
+    for m in model.modules():
+        if isinstance(m, BinaryConv2d) and m.input_quantizer is not None:
+            m.weight.data = 2.0**-6 * _sign(torch.randn(m.weight.shape, generator=g))
+            if hasattr(m.weight_quantizer, "init_from"):
+                m.weight_quantizer.init_from(m.weight)
+            q = m.input_quantizer
+            if isinstance(q, ScaledSign):
+                q.alpha.data.fill_(0.5)
+            if getattr(q, "beta", None) is not None:
+                q.beta.data = 0.1 * torch.randn(q.beta.shape, generator=g)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.data = 2 * torch.randn(m.running_mean.shape, generator=g)
+            m.running_var.data = 2000 + 2000 * torch.rand(m.running_var.shape, generator=g)
+    for name, p in model.named_parameters():
+        if name.endswith(("gamma", "zeta")):
+            p.data = 0.1 * torch.randn(p.shape, generator=g)
+
+
+# the E2FIF-shaped networks at 37x53 x4; wide or attention-heavy ones smaller to keep the suite fast
+_FULL_SIZE = {"e2fif", "ebsr-baseline", "ebsr-light", "scales", "scales-c40", "bbcu-l", "bbcu-m"}
+
+
+@pytest.mark.parametrize("name", list_models() if ok else [])
+def test_model_matches_reference(name):
+    from bsr_cli.bitpack.backend import FusedBinaryUnit, convert_model, count_bitpack_convs
+
+    scales = get_model_info(name).scales
+    scale = 4 if name in _FULL_SIZE and 4 in scales else min(scales)
+    model = create_model(name, scale).eval()
+    binary = _binary_act_convs(model)
+    if not binary:
+        pytest.skip(f"{name}: no binary-activation conv (FP or weight-only binary model)")
+    g = torch.Generator().manual_seed(0)
+    _dyadic(model, g)
+    h, w = (37, 53) if name in _FULL_SIZE else (11, 13)
+    x = torch.rand(1, 3, h, w, generator=g)
+    with torch.no_grad():
+        ref = model(x.contiguous(memory_format=torch.channels_last))
+        fast = convert_model(model, threads=1)
+        y = fast(x)
+    assert fast.bitpack_skipped == [] and count_bitpack_convs(fast) == len(binary)
+    assert not _binary_act_convs(fast)
+    for part in ("head", "body", "upsampler", "tail"):
+        assert hasattr(fast, part)
+    if name in _FULL_SIZE - {"bbcu-m"}:  # every unit of these bodies runs with its epilogue fused
+        assert sum(isinstance(m, FusedBinaryUnit) for m in fast.modules()) == len(binary)
+    assert y.shape == ref.shape == (1, 3, scale * h, scale * w)
+    assert (y - ref).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["e2fif", "bbcu-l", "ebsr-light", "scales-c40"])
+def test_units_with_real_scales(name):
+    """Default (kaiming) init, so alpha = mean|W| is not a power of two: one fused unit of each family against
+    the reference unit on the same NCHW input, and a whole block including the fused mid LeakyReLU."""
+    from bsr_cli.bitpack.backend import convert_model
+
+    torch.manual_seed(0)
+    model = create_model(name, 4).eval()
+    block = model.body[0]
+    for m in block.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.fill_(500.0)
+    c = block.unit1.conv.in_channels
+    x = torch.randn(1, c, 19, 23)
+    with torch.no_grad():
+        fast = convert_model(block)
+        # the converted unit1 also applies the block's mid activation (fused into its epilogue)
+        assert (fast.unit1(x) - block.mid_act(block.unit1(x))).abs().max().item() <= 1e-5
+        assert (fast(x) - block(x)).abs().max().item() <= 1e-5
+
+
+def test_unavailable_kernel_is_a_one_line_error(monkeypatch):
+    from bsr_cli.bitpack import backend
+
+    monkeypatch.setattr(kernel, "_kernel", None)
+    monkeypatch.setattr(kernel, "_IMPORT_ERROR", "No module named 'bsr_cli.bitpack._kernel'")
+    assert kernel.bitpack_available()[0] is False
+    with pytest.raises(BsrError) as exc:
+        backend.convert_model(create_model("scales-c40", 2))
+    assert "\n" not in str(exc.value) and "bitpack" in str(exc.value)
