@@ -212,117 +212,164 @@ static void popc_row_avx2(const conv_args *a, int64_t n, int64_t h, int32_t *pc,
     }
 }
 
-/* AVX-512 VPOPCNTDQ: one zmm holds 8 output channels (8 x uint64). For each tap the activation word is
- * broadcast, XORed with the 8 weight words and popcounted. Up to 4 groups (32 channels) share the
- * activation broadcast; each group's accumulator stays in a register. */
 #define AVX512_TARGET "avx512f,avx512dq,avx512bw,avx512vl,avx512vpopcntdq,avx2"
 
+/* Two horizontally adjacent interior pixels (all taps valid for both): each weight vector loaded once serves
+ * both pixels, 8 accumulators (2 pixels x 32 channels) stay in registers. */
+__attribute__((target(AVX512_TARGET)))
+static inline void popc_pair32_avx512(const conv_args *a, const uint64_t *in0, int64_t kh0, int64_t kh1, int64_t g,
+                                      int32_t *dst0, int32_t *dst1)
+{
+    int64_t K = a->K, CW = a->CW, OP = a->OP;
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (int64_t kh = kh0; kh < kh1; kh++)
+        for (int64_t kw = 0; kw < K; kw++) {
+            const uint64_t *ip = in0 + ((kh - kh0) * a->W + kw) * CW;  /* pixel 0's tap; pixel 1's is CW further */
+            const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + g;
+            for (int64_t cw = 0; cw < CW; cw++, wp += OP) {
+                __m512i x0 = _mm512_set1_epi64((long long)ip[cw]), x1 = _mm512_set1_epi64((long long)ip[CW + cw]);
+                __m512i w0 = _mm512_loadu_si512(wp), w1 = _mm512_loadu_si512(wp + 8);
+                __m512i w2 = _mm512_loadu_si512(wp + 16), w3 = _mm512_loadu_si512(wp + 24);
+                a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(_mm512_xor_si512(x0, w0)));
+                a1 = _mm512_add_epi64(a1, _mm512_popcnt_epi64(_mm512_xor_si512(x0, w1)));
+                a2 = _mm512_add_epi64(a2, _mm512_popcnt_epi64(_mm512_xor_si512(x0, w2)));
+                a3 = _mm512_add_epi64(a3, _mm512_popcnt_epi64(_mm512_xor_si512(x0, w3)));
+                b0 = _mm512_add_epi64(b0, _mm512_popcnt_epi64(_mm512_xor_si512(x1, w0)));
+                b1 = _mm512_add_epi64(b1, _mm512_popcnt_epi64(_mm512_xor_si512(x1, w1)));
+                b2 = _mm512_add_epi64(b2, _mm512_popcnt_epi64(_mm512_xor_si512(x1, w2)));
+                b3 = _mm512_add_epi64(b3, _mm512_popcnt_epi64(_mm512_xor_si512(x1, w3)));
+            }
+        }
+    _mm256_storeu_si256((__m256i *)dst0, _mm512_cvtepi64_epi32(a0));
+    _mm256_storeu_si256((__m256i *)(dst0 + 8), _mm512_cvtepi64_epi32(a1));
+    _mm256_storeu_si256((__m256i *)(dst0 + 16), _mm512_cvtepi64_epi32(a2));
+    _mm256_storeu_si256((__m256i *)(dst0 + 24), _mm512_cvtepi64_epi32(a3));
+    _mm256_storeu_si256((__m256i *)dst1, _mm512_cvtepi64_epi32(b0));
+    _mm256_storeu_si256((__m256i *)(dst1 + 8), _mm512_cvtepi64_epi32(b1));
+    _mm256_storeu_si256((__m256i *)(dst1 + 16), _mm512_cvtepi64_epi32(b2));
+    _mm256_storeu_si256((__m256i *)(dst1 + 24), _mm512_cvtepi64_epi32(b3));
+}
+
+/* One pixel, output-channel groups [g0, OP): 4 groups (32 channels) share each activation broadcast, then
+ * single groups of 8. */
+__attribute__((target(AVX512_TARGET)))
+static inline void popc_pixel_avx512(const conv_args *a, int64_t n, int64_t h, int64_t w, int64_t kh0, int64_t kh1,
+                                     int64_t kw0, int64_t kw1, int64_t g, int32_t *dst)
+{
+    int64_t K = a->K, p = K / 2, CW = a->CW, OP = a->OP;
+    for (; g + 32 <= OP; g += 32) {
+        __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        for (int64_t kh = kh0; kh < kh1; kh++)
+            for (int64_t kw = kw0; kw < kw1; kw++) {
+                const uint64_t *ip = a->abits + ((n * a->H + h + kh - p) * a->W + (w + kw - p)) * CW;
+                const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + g;
+                for (int64_t cw = 0; cw < CW; cw++, wp += OP) {
+                    __m512i x = _mm512_set1_epi64((long long)ip[cw]);
+                    acc0 = _mm512_add_epi64(acc0, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_loadu_si512(wp))));
+                    acc1 = _mm512_add_epi64(acc1, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_loadu_si512(wp + 8))));
+                    acc2 = _mm512_add_epi64(acc2, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_loadu_si512(wp + 16))));
+                    acc3 = _mm512_add_epi64(acc3, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_loadu_si512(wp + 24))));
+                }
+            }
+        _mm256_storeu_si256((__m256i *)(dst + g), _mm512_cvtepi64_epi32(acc0));
+        _mm256_storeu_si256((__m256i *)(dst + g + 8), _mm512_cvtepi64_epi32(acc1));
+        _mm256_storeu_si256((__m256i *)(dst + g + 16), _mm512_cvtepi64_epi32(acc2));
+        _mm256_storeu_si256((__m256i *)(dst + g + 24), _mm512_cvtepi64_epi32(acc3));
+    }
+    for (; g < OP; g += 8) {
+        __m512i acc = _mm512_setzero_si512();
+        for (int64_t kh = kh0; kh < kh1; kh++)
+            for (int64_t kw = kw0; kw < kw1; kw++) {
+                const uint64_t *ip = a->abits + ((n * a->H + h + kh - p) * a->W + (w + kw - p)) * CW;
+                const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + g;
+                for (int64_t cw = 0; cw < CW; cw++, wp += OP)
+                    acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(
+                              _mm512_xor_si512(_mm512_set1_epi64((long long)ip[cw]), _mm512_loadu_si512(wp))));
+            }
+        _mm256_storeu_si256((__m256i *)(dst + g), _mm512_cvtepi64_epi32(acc));
+    }
+}
+
+/* AVX-512 VPOPCNTDQ: one zmm holds 8 output channels (8 x uint64); the activation word of a tap is broadcast,
+ * XORed with 8 weight words and popcounted. Interior pixels go in pairs (popc_pair32_avx512). */
 __attribute__((target(AVX512_TARGET)))
 static void popc_row_avx512(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
 {
-    int64_t K = a->K, p = K / 2, CW = a->CW, OP = a->OP, kh0, kh1;
+    int64_t K = a->K, p = K / 2, OP = a->OP, kh0, kh1;
     tap_range(h, a->H, K, &kh0, &kh1);
-    for (int64_t w = 0; w < a->W; w++) {
+    for (int64_t w = 0; w < a->W;) {
         int64_t kw0, kw1;
         tap_range(w, a->W, K, &kw0, &kw1);
         nv[w] = (int32_t)((kh1 - kh0) * (kw1 - kw0) * a->C);
-        int64_t g = 0;
-        for (; g + 32 <= OP; g += 32) {
-            __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-            for (int64_t kh = kh0; kh < kh1; kh++)
-                for (int64_t kw = kw0; kw < kw1; kw++) {
-                    const uint64_t *ip = a->abits + ((n * a->H + h + kh - p) * a->W + (w + kw - p)) * CW;
-                    const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + g;
-                    for (int64_t cw = 0; cw < CW; cw++, wp += OP) {
-                        __m512i x = _mm512_set1_epi64((long long)ip[cw]);
-                        acc0 = _mm512_add_epi64(acc0, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_loadu_si512(wp))));
-                        acc1 = _mm512_add_epi64(acc1, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_loadu_si512(wp + 8))));
-                        acc2 = _mm512_add_epi64(acc2, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_loadu_si512(wp + 16))));
-                        acc3 = _mm512_add_epi64(acc3, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_loadu_si512(wp + 24))));
-                    }
-                }
-            int32_t *dst = pc + w * OP + g;
-            _mm256_storeu_si256((__m256i *)dst, _mm512_cvtepi64_epi32(acc0));
-            _mm256_storeu_si256((__m256i *)(dst + 8), _mm512_cvtepi64_epi32(acc1));
-            _mm256_storeu_si256((__m256i *)(dst + 16), _mm512_cvtepi64_epi32(acc2));
-            _mm256_storeu_si256((__m256i *)(dst + 24), _mm512_cvtepi64_epi32(acc3));
-        }
-        for (; g < OP; g += 8) {                      /* remaining groups of 8 (OP % 32 != 0) */
-            __m512i acc = _mm512_setzero_si512();
-            for (int64_t kh = kh0; kh < kh1; kh++)
-                for (int64_t kw = kw0; kw < kw1; kw++) {
-                    const uint64_t *ip = a->abits + ((n * a->H + h + kh - p) * a->W + (w + kw - p)) * CW;
-                    const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + g;
-                    for (int64_t cw = 0; cw < CW; cw++, wp += OP)
-                        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(
-                                  _mm512_xor_si512(_mm512_set1_epi64((long long)ip[cw]), _mm512_loadu_si512(wp))));
-                }
-            _mm256_storeu_si256((__m256i *)(pc + w * OP + g), _mm512_cvtepi64_epi32(acc));
+        if (w >= p && w + 1 + p < a->W && OP >= 32) {  /* w and w + 1 both have every horizontal tap */
+            const uint64_t *in0 = a->abits + ((n * a->H + h + kh0 - p) * a->W + (w - p)) * a->CW;
+            int64_t g = 0;
+            for (; g + 32 <= OP; g += 32)
+                popc_pair32_avx512(a, in0, kh0, kh1, g, pc + w * OP + g, pc + (w + 1) * OP + g);
+            popc_pixel_avx512(a, n, h, w, kh0, kh1, 0, K, g, pc + w * OP);
+            popc_pixel_avx512(a, n, h, w + 1, kh0, kh1, 0, K, g, pc + (w + 1) * OP);
+            nv[w + 1] = nv[w];
+            w += 2;
+        } else {
+            popc_pixel_avx512(a, n, h, w, kh0, kh1, kw0, kw1, 0, pc + w * OP);
+            w += 1;
         }
     }
 }
 
 /* ---------------------------------------------------------------- FP epilogue (one output row) */
-/* Plain C written so the compiler vectorizes the inner loop over o; always_inline puts a copy in each
- * ISA-specific caller, compiled for that ISA. */
+/* One loop over o per pixel, compiled (always_inline) into each ISA-specific caller and vectorized there.
+ * Absent stages use neutral values (ones, zeros, slope 1), which leave y unchanged exactly, so one branch-free
+ * loop serves every combination. `ones`/`zeros` have O entries. */
 
 __attribute__((always_inline))
-static inline void epilogue_row(const conv_args *a, int64_t n, int64_t h, const int32_t *pc, const int32_t *nv)
+static inline void epilogue_row(const conv_args *a, int64_t n, int64_t h, const int32_t *pc, const int32_t *nv,
+                                const float *ones, const float *zeros)
 {
-    int64_t O = a->O, OP = a->OP;
+    const int64_t O = a->O, OP = a->OP;
+    const float *restrict scale = a->scale, *restrict bias = a->bias;
+    const float *restrict cmap = a->cmap ? a->cmap + n * O : ones;
+    const float *restrict scale2 = a->scale2 ? a->scale2 : ones, *restrict bias2 = a->bias2 ? a->bias2 : zeros;
+    const float *restrict slope = a->slope ? a->slope : ones, *restrict post_bias = a->post_bias ? a->post_bias : zeros;
+    const float *restrict post_slope = a->post_slope ? a->post_slope : ones;
     for (int64_t w = 0; w < a->W; w++) {
-        int64_t pix = (n * a->H + h) * a->W + w;
-        float *y = a->out + pix * O;
-        const int32_t *d = pc + w * OP;
-        const float nvw = (float)nv[w];
-        for (int64_t o = 0; o < O; o++)   /* dot = n_valid - 2 * d_valid (integers < 2^24: exact in float) */
-            y[o] = a->scale[o] * (nvw - 2.0f * (float)d[o]) + a->bias[o];
-        if (a->cmap)
-            for (int64_t o = 0; o < O; o++)
-                y[o] *= a->cmap[n * O + o];
-        if (a->smap) {
-            const float s = a->smap[pix];
-            for (int64_t o = 0; o < O; o++)
-                y[o] *= s;
+        const int64_t pix = (n * a->H + h) * a->W + w;
+        float *restrict y = a->out + pix * O;
+        const float *restrict r = a->res ? a->res + pix * O : zeros;
+        const int32_t *restrict d = pc + w * OP;
+        const float nvw = (float)nv[w], s = a->smap ? a->smap[pix] : 1.0f;
+        for (int64_t o = 0; o < O; o++) {
+            float v = scale[o] * (nvw - 2.0f * (float)d[o]) + bias[o];  /* dot = n_valid - 2 d (exact in float) */
+            v = v * cmap[o] * s;
+            v = v * scale2[o] + bias2[o];
+            v = v >= 0.0f ? v : slope[o] * v;
+            v = v + post_bias[o] + r[o];
+            y[o] = v >= 0.0f ? v : post_slope[o] * v;
         }
-        if (a->scale2)
-            for (int64_t o = 0; o < O; o++)
-                y[o] = y[o] * a->scale2[o] + a->bias2[o];
-        if (a->slope)
-            for (int64_t o = 0; o < O; o++)
-                y[o] = y[o] >= 0.0f ? y[o] : a->slope[o] * y[o];
-        if (a->post_bias)
-            for (int64_t o = 0; o < O; o++)
-                y[o] += a->post_bias[o];
-        if (a->res) {
-            const float *r = a->res + pix * O;
-            for (int64_t o = 0; o < O; o++)
-                y[o] += r[o];
-        }
-        if (a->post_slope)
-            for (int64_t o = 0; o < O; o++)
-                y[o] = y[o] >= 0.0f ? y[o] : a->post_slope[o] * y[o];
     }
 }
 
-static void out_row_generic(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
+static void out_row_generic(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv, const float *ones,
+                            const float *zeros)
 {
     popc_row_generic(a, n, h, pc, nv);
-    epilogue_row(a, n, h, pc, nv);
+    epilogue_row(a, n, h, pc, nv, ones, zeros);
 }
 
 __attribute__((target("avx2,fma")))
-static void out_row_avx2(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
+static void out_row_avx2(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv, const float *ones,
+                         const float *zeros)
 {
     popc_row_avx2(a, n, h, pc, nv);
-    epilogue_row(a, n, h, pc, nv);
+    epilogue_row(a, n, h, pc, nv, ones, zeros);
 }
 
 __attribute__((target(AVX512_TARGET ",fma")))
-static void out_row_avx512(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
+static void out_row_avx512(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv, const float *ones,
+                           const float *zeros)
 {
     popc_row_avx512(a, n, h, pc, nv);
-    epilogue_row(a, n, h, pc, nv);
+    epilogue_row(a, n, h, pc, nv, ones, zeros);
 }
 
 /* ---------------------------------------------------------------- dispatch + threads */
@@ -339,11 +386,11 @@ static int best_isa(void)
     return ISA_GENERIC;
 }
 
-static void run_conv(conv_args *a, int isa, int threads)
+static void run_conv(conv_args *a, int isa, int threads, const float *ones, const float *zeros)
 {
     void (*pack)(const conv_args *, int64_t) =
         isa == ISA_AVX512 ? pack_row_avx512 : isa == ISA_AVX2 ? pack_row_avx2 : pack_row_generic;
-    void (*row)(const conv_args *, int64_t, int64_t, int32_t *, int32_t *) =
+    void (*row)(const conv_args *, int64_t, int64_t, int32_t *, int32_t *, const float *, const float *) =
         isa == ISA_AVX512 ? out_row_avx512 : isa == ISA_AVX2 ? out_row_avx2 : out_row_generic;
     int64_t rows = a->N * a->H;
     (void)threads;
@@ -357,7 +404,7 @@ static void run_conv(conv_args *a, int isa, int threads)
         if (pc) {
 #pragma omp for schedule(dynamic, 1)
             for (int64_t r = 0; r < rows; r++)
-                row(a, r / a->H, r % a->H, pc, pc + a->W * a->OP);
+                row(a, r / a->H, r % a->H, pc, pc + a->W * a->OP, ones, zeros);
             free(pc);
         }
     }
@@ -403,12 +450,17 @@ static PyObject *py_conv(PyObject *self, PyObject *args)
                    PTR(scale), PTR(bias), PTR(smap), PTR(cmap), PTR(scale2), PTR(bias2), PTR(slope),
                    PTR(post_bias), PTR(res), PTR(post_slope), PTR(out), NULL};
     a.abits = malloc(sizeof(uint64_t) * (size_t)(N * H * W * a.CW));
-    if (!a.abits)
+    float *ones = malloc(sizeof(float) * (size_t)O), *zeros = calloc((size_t)O, sizeof(float));
+    if (!a.abits || !ones || !zeros) {
+        free(a.abits), free(ones), free(zeros);
         return PyErr_NoMemory();
+    }
+    for (long long o = 0; o < O; o++)
+        ones[o] = 1.0f;
     Py_BEGIN_ALLOW_THREADS
-    run_conv(&a, isa, threads);
+    run_conv(&a, isa, threads, ones, zeros);
     Py_END_ALLOW_THREADS
-    free(a.abits);
+    free(a.abits), free(ones), free(zeros);
     Py_RETURN_NONE;
 }
 
