@@ -23,7 +23,7 @@ ISA_NAMES = {0: "portable C", 1: "AVX2", 2: "AVX-512 VPOPCNTDQ"}
 def bitpack_available() -> tuple[bool, str]:
     """(True, "<ISA>, <threads>") when the compiled kernel can run here, else (False, one-line reason)."""
     if _kernel is None:
-        return False, f"the bitpack C extension is not built ({_IMPORT_ERROR}); reinstall bsr with a C compiler"
+        return False, "the C extension bsr_cli.bitpack._kernel was not built at install time; reinstall bsr with a C compiler (gcc or clang) available"
     threading = "OpenMP" if _kernel.openmp() else "single-threaded build"
     return True, f"{ISA_NAMES[_kernel.best_isa()]}, {threading}"
 
