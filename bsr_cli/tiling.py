@@ -38,8 +38,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-#: default activation memory budget for one tile window (bytes)
-DEFAULT_BUDGET = 1 << 30
+#: default activation memory budget for one tile window (bytes): keeps a 2000x1500 x4 upscale under 2 GiB RSS
+DEFAULT_BUDGET = 512 << 20
 #: half-width of the cross-fade between adjacent tiles (LR pixels), at most
 MAX_BLEND = 8
 #: smallest tile core the automatic choice will pick (LR pixels)
