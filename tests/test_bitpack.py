@@ -193,3 +193,15 @@ def test_unavailable_kernel_is_a_one_line_error(monkeypatch):
     with pytest.raises(BsrError) as exc:
         backend.convert_model(create_model("scales-c40", 2))
     assert "\n" not in str(exc.value) and "bitpack" in str(exc.value)
+
+
+def test_tiling_probe_sees_through_the_kernel():
+    """bsr's receptive-field probe follows torch ops; under it the converted model runs its PyTorch form, so
+    the probe finds the same radius (34 LR px for SCALES: 1 head + 32 binary + 1 tail conv) and global means."""
+    from bsr_cli import tiling
+    from bsr_cli.bitpack.backend import convert_model
+
+    net = create_model("scales-c40", 4).eval()
+    ref, fast = tiling.probe_model(net), tiling.probe_model(convert_model(net, threads=1))
+    assert fast.receptive_radius == ref.receptive_radius == 34.0
+    assert fast.global_ops == ref.global_ops == ["adaptive_avg_pool2d"]

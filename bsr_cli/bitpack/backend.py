@@ -16,6 +16,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from bsr_cli.bitpack import kernel
 from bsr_cli.errors import BsrError
@@ -66,16 +67,59 @@ class BitpackConv2d(nn.Module):
         bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(self.out_channels)
         self.register_buffer("bias", bias.contiguous())
         self.register_buffer("shift", shift)  # None: no threshold
+        self.register_buffer("wsign", torch.where(wb < 0, -1, 1).to(torch.int8), persistent=False)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, xnor-popcount"
 
     def forward(self, x: torch.Tensor, **epilogue) -> torch.Tensor:
         shift = epilogue.pop("shift", self.shift)
+        if _traced():
+            return self._torch_forward(x, shift, **epilogue)
         return kernel.binary_conv(
             x, self.wbits, self.out_channels, self.kernel_size, self.scale, self.bias, shift=shift,
             threads=self.threads, **epilogue,
         )
+
+
+    def _torch_forward(self, x, shift=None, smap=None, cmap=None, scale2=None, bias2=None, slope=None,
+                       post_bias=None, residual=None, post_slope=None):
+        """The same function in PyTorch ops (the kernel's epilogue order), for op-tracing modes."""
+        v = lambda t: t.view(1, -1, 1, 1)  # noqa: E731
+        a = x.float() if shift is None else x.float() + (shift.view(x.shape[0], -1, 1, 1) if shift.dim() == 4 else v(shift))
+        one = torch.ones_like(a)  # derived from a, so op-tracing modes follow the data through the sign
+        sx = torch.where(a < 0, -one, one)
+        y = F.conv2d(sx, self.wsign.float(), padding=self.kernel_size // 2) * v(self.scale) + v(self.bias)
+        if cmap is not None:
+            y = y * cmap
+        if smap is not None:
+            y = y * smap
+        if scale2 is not None:
+            y = y * v(scale2) + v(bias2)
+        if slope is not None:
+            y = torch.where(y >= 0, y, v(slope) * y)
+        if post_bias is not None:
+            y = y + v(post_bias)
+        if residual is not None:
+            y = y + residual
+        if post_slope is not None:
+            y = torch.where(y >= 0, y, v(post_slope) * y)
+        return y
+
+
+def _traced() -> bool:
+    """True inside a TorchFunctionMode that follows ops (e.g. bsr's receptive-field probe): the kernel is opaque
+    to such modes, so the PyTorch form runs instead. bsr's tiling GlobalMeans mode only swaps global means and
+    keeps the kernel."""
+    if not torch._C._is_torch_function_mode_enabled():
+        return False
+    from torch.overrides import _get_current_function_mode_stack
+
+    try:
+        from bsr_cli.tiling import GlobalMeans
+    except ImportError:  # pragma: no cover
+        GlobalMeans = ()
+    return any(not isinstance(m, GlobalMeans) for m in _get_current_function_mode_stack())
 
 
 class BitpackLinear(BitpackConv2d):
