@@ -23,23 +23,42 @@ def conv3x3(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
 class SRNet(nn.Module):
     """EDSR-style skeleton: y = add_mean(tail(upsampler(body(h) + h))), h = head(sub_mean(x)).
 
-    `mean_shift`: EDSR MeanShift around the network (no cost); `global_skip`: body(h) + h (EDSR long skip).
+    `mean_shift`: EDSR MeanShift around the network (no cost); `global_skip`: body(h) + h (EDSR long skip);
+    `pixel_range`: the value range the network works in (EDSR-PyTorch's `rgb_range`): the mean-shifted input is
+    multiplied by it and the output divided by it, so the model still maps [0, 1] RGB to [0, 1] RGB.
     """
 
-    def __init__(self, scale, head, body, upsampler, tail, mean_shift: bool = True, global_skip: bool = True):
+    def __init__(
+        self,
+        scale,
+        head,
+        body,
+        upsampler,
+        tail,
+        mean_shift: bool = True,
+        global_skip: bool = True,
+        pixel_range: float = 1.0,
+    ):
         super().__init__()
         self.scale = scale
+        self.pixel_range = float(pixel_range)
         self.head, self.body, self.upsampler, self.tail = head, body, upsampler, tail
         self.global_skip = global_skip
         self.sub_mean = MeanShift(-1) if mean_shift else nn.Identity()
         self.add_mean = MeanShift(+1) if mean_shift else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.head(self.sub_mean(x))
+        x = self.sub_mean(x)
+        if self.pixel_range != 1.0:
+            x = x * self.pixel_range
+        h = self.head(x)
         f = self.body(h)
         if self.global_skip:
             f = f + h
-        return self.add_mean(self.tail(self.upsampler(f)))
+        y = self.tail(self.upsampler(f))
+        if self.pixel_range != 1.0:
+            y = y / self.pixel_range
+        return self.add_mean(y)
 
 
 class FPResBlock(nn.Module):
