@@ -383,6 +383,15 @@ def _onnx_backend(model: str, scale: int, path: Path):
 BACKENDS["onnx"] = _onnx_backend
 
 
+def _bitpack_backend(model: str, scale: int, path: Path):
+    from bsr_cli.bitpack.backend import bitpack_backend  # compiled XNOR-popcount kernel; imported only when asked for
+
+    return bitpack_backend(model, scale, path)
+
+
+BACKENDS["bitpack"] = _bitpack_backend
+
+
 def register_backend(name: str, loader: Callable) -> None:
     """Make `load_model(..., backend=name)` call `loader(model_name, scale, checkpoint_path)`."""
     BACKENDS[name] = loader
