@@ -251,8 +251,8 @@ def test_load_model_backend_seam(env, monkeypatch):
     tmp_path, write = env
     write(_entry([], bundled=True))
     (weights.BUNDLED_DIR / "m-x4.safetensors").write_bytes(PAYLOAD)
-    with pytest.raises(BsrError, match="backend onnx not available"):
-        weights.load_model("m", 4, backend="onnx")
+    with pytest.raises(BsrError, match="backend tpu not available"):
+        weights.load_model("m", 4, backend="tpu")
     calls = []
     monkeypatch.setitem(weights.BACKENDS, "fake", lambda model, scale, path: calls.append((model, scale, path)))
     weights.load_model("m-x4", None, backend="fake")
