@@ -511,9 +511,34 @@ def recipe(cfg: TrainConfig, info: dict, device: torch.device, precision: str, n
         + f", warmup {cfg.warmup}",
         "augment": "flips + 90-degree rotations",
         "init_from": Path(cfg.init_from).name if cfg.init_from else None,
+        **_continued(cfg, info),
         "seed": cfg.seed,
         "best_set5_psnr": info.get("best_psnr"),
         "best_step": info.get("best_step"),
+    }
+
+
+def _continued(cfg: TrainConfig, info: dict) -> dict:
+    """When a run continues the SAME model and scale from a checkpoint (`--init-from`), the recipe keeps the
+    earlier stage and the totals, so a manifest entry states the whole budget: {"previous_stage", "total_iterations",
+    "total_hours"}. Empty for a fresh run or an x4 -> x2 initialisation of body weights."""
+    if not cfg.init_from:
+        return {}
+    from bsr_cli.checkpoint import read_metadata
+
+    try:
+        meta = read_metadata(cfg.init_from)
+    except Exception:  # not a bsr checkpoint: nothing to chain
+        return {}
+    prev = meta.get("training") or meta.get("recipe")
+    if not isinstance(prev, dict) or meta.get("model") != cfg.model or int(meta.get("scale", 0)) != cfg.scale:
+        return {}
+    prev_iters = prev.get("total_iterations", prev.get("iterations", 0))
+    prev_hours = prev.get("total_hours", prev.get("hours", 0.0))
+    return {
+        "previous_stage": prev,
+        "total_iterations": int(prev_iters) + int(info["step"]),
+        "total_hours": round(float(prev_hours) + info["elapsed"] / 3600, 3),
     }
 
 
