@@ -15,6 +15,8 @@ Non-bundled files must be uploaded to the release URL printed at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import shutil
 import sys
@@ -119,17 +121,8 @@ def main(argv=None) -> int:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if args.ckpt.resolve() != dest.resolve():
                 shutil.copyfile(args.ckpt, dest)
-        entries = [e for e in manifest["checkpoints"] if e.get("name") != name]
-        if args.default:
-            for e in entries:
-                if int(e.get("scale", 0)) == scale:
-                    e["default"] = False
-        entries.append(entry)
-        entries.sort(key=lambda e: (int(e.get("scale", 0)), e.get("name", "")))
-        manifest["checkpoints"] = entries
-        tmp = args.manifest.with_name(args.manifest.name + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        tmp.replace(args.manifest.resolve() if args.manifest.is_symlink() else args.manifest)
+        with _locked(args.manifest):  # re-read: another run may have added an entry while this one was measured
+            _write_entry(args.manifest, entry, name, scale, args.default)
     except BsrError as exc:
         print(f"add_to_manifest: error: {exc}", file=sys.stderr)
         return 2
@@ -137,6 +130,34 @@ def main(argv=None) -> int:
         f"upload {args.ckpt} as {entry['urls'][0]}"
     print(f"{name}: sha256 {entry['sha256']}, {entry['bytes']} bytes; {where}")
     return 0
+
+
+@contextlib.contextmanager
+def _locked(manifest: Path):
+    """An exclusive lock (fcntl) beside the manifest for its read-modify-write."""
+    with open(manifest.resolve().with_name(".manifest.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _write_entry(manifest_path: Path, entry: dict, name: str, scale: int, default: bool) -> None:
+    """Replace (or add) the entry `name` in the manifest file, atomically."""
+    manifest = weights.load_manifest(manifest_path)
+    entries = [e for e in manifest["checkpoints"] if e.get("name") != name]
+    if default:
+        for e in entries:
+            if int(e.get("scale", 0)) == scale:
+                e["default"] = False
+    entries.append(entry)
+    entries.sort(key=lambda e: (int(e.get("scale", 0)), e.get("name", "")))
+    manifest["checkpoints"] = entries
+    target = manifest_path.resolve()
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(target)
 
 
 if __name__ == "__main__":
