@@ -27,15 +27,7 @@ q = pytest.importorskip("bsr_cli.nn.quantizers")
 C = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one torch thread is faster and kinder to the shared cores."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class StandIn(nn.Module):

@@ -15,15 +15,7 @@ from bsr_cli.errors import BsrError
 PAYLOAD = bytes(range(256)) * 400  # 102400 bytes
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one torch thread is faster and kinder to the shared cores."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
