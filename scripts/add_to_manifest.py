@@ -115,14 +115,15 @@ def main(argv=None) -> int:
         else:
             print(f"evaluating {name} on {', '.join(args.datasets)} ...", file=sys.stderr)
             metrics = measure(args.ckpt, model, scale, args.data_dir, args.datasets)
-        entry = build_entry(args.ckpt, meta, args.license, args.bundle, args.default, metrics, old)
+        keep_default = args.default or bool(old and old.get("default"))  # re-adding never drops the flag
+        entry = build_entry(args.ckpt, meta, args.license, args.bundle, keep_default, metrics, old)
         if args.bundle:
             dest = weights.BUNDLED_DIR / entry["file"]
             dest.parent.mkdir(parents=True, exist_ok=True)
             if args.ckpt.resolve() != dest.resolve():
                 shutil.copyfile(args.ckpt, dest)
         with _locked(args.manifest):  # re-read: another run may have added an entry while this one was measured
-            _write_entry(args.manifest, entry, name, scale, args.default)
+            _write_entry(args.manifest, entry, name, scale, keep_default)
     except BsrError as exc:
         print(f"add_to_manifest: error: {exc}", file=sys.stderr)
         return 2
