@@ -37,6 +37,7 @@ setup(
             sources=["bsr_cli/bitpack/_kernel.c"],
             extra_compile_args=["-O3", "-fopenmp", "-std=c11"],
             extra_link_args=["-fopenmp"],
+            libraries=["m"],
         )
     ],
     cmdclass={"build_ext": OptionalBuildExt},

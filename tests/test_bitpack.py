@@ -24,6 +24,7 @@ from bsr_cli.errors import BsrError  # noqa: E402
 from bsr_cli.models import create_model, get_model_info, list_models  # noqa: E402
 from bsr_cli.nn.binary_conv import BinaryConv2d  # noqa: E402
 from bsr_cli.nn.quantizers import ScaledSign  # noqa: E402
+from bsr_cli.nn.rescaling import SpatialRescale  # noqa: E402
 
 ISAS = list(range(kernel.best_isa() + 1)) if ok else []
 
@@ -112,8 +113,13 @@ def _binary_act_convs(model):
 
 def _dyadic(model, g):
     """Binary weights +-2^-6 (random signs), activation alphas 1/2, random thresholds, BN stats that keep the
-    residual stream O(1), random RPReLU shifts."""
+    residual stream O(1), random RPReLU shifts. Spatial re-scaling convs get zero weights and bias (map = 0.5
+    exactly): the kernel sums their K*K*C products in another order than oneDNN, and a one-ulp difference in a
+    map can flip a later sign that sits on its threshold; `test_spatial_map_matches_torch` checks that routine."""
     for m in model.modules():
+        if type(m) is SpatialRescale and type(m.conv) is torch.nn.Conv2d:
+            m.conv.weight.data.zero_()
+            m.conv.bias.data.zero_()
         if isinstance(m, BinaryConv2d) and m.input_quantizer is not None:
             m.weight.data = 2.0**-6 * _sign(torch.randn(m.weight.shape, generator=g))
             if hasattr(m.weight_quantizer, "init_from"):
@@ -205,3 +211,22 @@ def test_tiling_probe_sees_through_the_kernel():
     ref, fast = tiling.probe_model(net), tiling.probe_model(convert_model(net, threads=1))
     assert fast.receptive_radius == ref.receptive_radius == 34.0
     assert fast.global_ops == ref.global_ops == ["adaptive_avg_pool2d"]
+
+
+@pytest.mark.parametrize("channels,k", [(64, 3), (40, 1), (70, 3), (130, 3)])
+def test_spatial_map_matches_torch(channels, k):
+    """The kernel's spatial re-scaling map (EBSR Eq. 5: sigmoid of a k x k conv C -> 1) equals torch's within
+    float rounding on every ISA path, at odd sizes, channel counts not a multiple of 64, and saturated logits."""
+    g = torch.Generator().manual_seed(channels)
+    conv = torch.nn.Conv2d(channels, 1, k, padding=k // 2)
+    x = 3 * torch.randn(2, channels, 9, 7, generator=g)
+    with torch.no_grad():
+        ref = torch.sigmoid(conv(x))
+        for isa in range(kernel.best_isa() + 1):
+            got = kernel.spatial_map(x, conv.weight, float(conv.bias), threads=2, isa=isa)
+            assert got.shape == (2, 1, 9, 7)
+            assert (got - ref).abs().max().item() <= 1e-6
+    z = torch.tensor([-200.0, -90.0, -20.0, 0.0, 1e-3, 5.0, 20.0, 90.0, 200.0])
+    got = kernel.spatial_map(z.view(1, 1, 1, -1), torch.ones(1, 1, 1, 1), 0.0, threads=1)
+    assert torch.allclose(got.flatten(), torch.sigmoid(z), rtol=1e-6, atol=1e-12)
+    assert got.flatten()[3].item() == 0.5

@@ -35,6 +35,7 @@
 #include <Python.h>
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,16 +116,31 @@ static void pack_row_avx512(const conv_args *a, int64_t row)
     const float *shift = a->shift ? a->shift + (row / a->H) * a->shift_stride : NULL;
     uint64_t *dst = a->abits + row * a->W * a->CW;
     const __m512 zero = _mm512_setzero_ps();
+    const int64_t full = a->C / 64;                   /* words with all 64 channels: four unmasked compares */
     for (int64_t w = 0; w < a->W; w++) {
         const float *xp = x + w * a->C;
-        for (int64_t cw = 0; cw < a->CW; cw++) {
+        for (int64_t cw = 0; cw < full; cw++) {
+            const float *xq = xp + cw * 64;
+            __m512 v0 = _mm512_loadu_ps(xq), v1 = _mm512_loadu_ps(xq + 16);
+            __m512 v2 = _mm512_loadu_ps(xq + 32), v3 = _mm512_loadu_ps(xq + 48);
+            if (shift) {
+                const float *sq = shift + cw * 64;
+                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(sq)), v1 = _mm512_add_ps(v1, _mm512_loadu_ps(sq + 16));
+                v2 = _mm512_add_ps(v2, _mm512_loadu_ps(sq + 32)), v3 = _mm512_add_ps(v3, _mm512_loadu_ps(sq + 48));
+            }
+            dst[w * a->CW + cw] = (uint64_t)_mm512_cmp_ps_mask(v0, zero, _CMP_LT_OQ)
+                                | (uint64_t)_mm512_cmp_ps_mask(v1, zero, _CMP_LT_OQ) << 16
+                                | (uint64_t)_mm512_cmp_ps_mask(v2, zero, _CMP_LT_OQ) << 32
+                                | (uint64_t)_mm512_cmp_ps_mask(v3, zero, _CMP_LT_OQ) << 48;
+        }
+        for (int64_t cw = full; cw < a->CW; cw++) {   /* the last, partial word: masked loads */
             uint64_t word = 0;
             for (int64_t q = 0; q < 64; q += 16) {
                 int64_t c0 = cw * 64 + q;
                 if (c0 >= a->C)
                     break;
                 int64_t n = a->C - c0 < 16 ? a->C - c0 : 16;
-                __mmask16 m = (__mmask16)((1u << n) - 1u);   /* masked loads for the channel tail */
+                __mmask16 m = (__mmask16)((1u << n) - 1u);
                 __m512 v = _mm512_maskz_loadu_ps(m, xp + c0);
                 if (shift)
                     v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, shift + c0));
@@ -332,6 +348,18 @@ static inline void epilogue_row(const conv_args *a, int64_t n, int64_t h, const 
     const float *restrict scale2 = a->scale2 ? a->scale2 : ones, *restrict bias2 = a->bias2 ? a->bias2 : zeros;
     const float *restrict slope = a->slope ? a->slope : ones, *restrict post_bias = a->post_bias ? a->post_bias : zeros;
     const float *restrict post_slope = a->post_slope ? a->post_slope : ones;
+    if (!a->cmap && !a->smap && !a->scale2 && !a->slope && !a->post_bias && !a->post_slope) {
+        for (int64_t w = 0; w < a->W; w++) {     /* plain conv (+ shortcut): skip the neutral stages */
+            const int64_t pix = (n * a->H + h) * a->W + w;
+            float *restrict y = a->out + pix * O;
+            const float *restrict r = a->res ? a->res + pix * O : zeros;
+            const int32_t *restrict d = pc + w * OP;
+            const float nvw = (float)nv[w];
+            for (int64_t o = 0; o < O; o++)
+                y[o] = scale[o] * (nvw - 2.0f * (float)d[o]) + bias[o] + r[o];
+        }
+        return;
+    }
     for (int64_t w = 0; w < a->W; w++) {
         const int64_t pix = (n * a->H + h) * a->W + w;
         float *restrict y = a->out + pix * O;
@@ -408,6 +436,106 @@ static void run_conv(conv_args *a, int isa, int threads, const float *ones, cons
             free(pc);
         }
     }
+}
+
+/* ---------------------------------------------------------------- spatial re-scaling map */
+/* EBSR Eq. 5 / SCALES Eq. 4: S(x)[n, h, w] = sigmoid(b + sum_{taps, c} x[n, h+i-p, w+j-p, c] * k[i, j, c]), a
+ * K x K conv from C channels to 1 with zero padding. As a PyTorch conv this is a 1-output-channel GEMM that
+ * oneDNN runs slowly (about 2 ms at 64 x 128 x 128 on 2 cores); here it is one dot product of K*K*C per pixel.
+ * Taps outside the image are skipped (zero padding). */
+
+__attribute__((always_inline))
+static inline void spatial_row(const float *x, const float *k, float b, int64_t H, int64_t W, int64_t C, int64_t K,
+                               int64_t n, int64_t h, float *out)
+{
+    int64_t p = K / 2, kh0, kh1;
+    tap_range(h, H, K, &kh0, &kh1);
+    for (int64_t w = 0; w < W; w++) {
+        int64_t kw0, kw1;
+        tap_range(w, W, K, &kw0, &kw1);
+        float z = 0.0f;
+        for (int64_t i = kh0; i < kh1; i++)
+            for (int64_t j = kw0; j < kw1; j++) {
+                const float *restrict xp = x + ((n * H + h + i - p) * W + (w + j - p)) * C;
+                const float *restrict kp = k + (i * K + j) * C;
+#pragma omp simd reduction(+ : z)
+                for (int64_t c = 0; c < C; c++)
+                    z += xp[c] * kp[c];
+            }
+        out[(n * H + h) * W + w] = 1.0f / (1.0f + expf(-(z + b)));
+    }
+}
+
+static void spatial_row_generic(const float *x, const float *k, float b, int64_t H, int64_t W, int64_t C, int64_t K,
+                                int64_t n, int64_t h, float *out)
+{
+    spatial_row(x, k, b, H, W, C, K, n, h, out);
+}
+
+__attribute__((target("avx2,fma")))
+static void spatial_row_avx2(const float *x, const float *k, float b, int64_t H, int64_t W, int64_t C, int64_t K,
+                             int64_t n, int64_t h, float *out)
+{
+    spatial_row(x, k, b, H, W, C, K, n, h, out);
+}
+
+/* Logistic sigmoid 1 / (1 + exp(-v)) of a row, 16 lanes at a time. exp(t) = 2^k * e^r with k = round(t log2 e),
+ * r = t - k ln 2 (|r| <= 0.35, ln 2 split in two for exactness) and e^r by its Taylor polynomial to r^7
+ * (truncation < 3e-8 relative); scalef applies 2^k and saturates to 0 / inf, so sigmoid -> 1 / 0 at the ends.
+ * Within 2 float ulp of torch.sigmoid. (glibc expf, called per pixel, was 35 ns here.) */
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
+static void sigmoid_row_avx512(float *v, int64_t n)
+{
+    const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2hi = _mm512_set1_ps(0.693359375f),
+                 ln2lo = _mm512_set1_ps(-2.12194440e-4f), one = _mm512_set1_ps(1.0f);
+    const float c[8] = {1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040};
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+        __m512 t = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_maskz_loadu_ps(m, v + i));   /* t = -v */
+        t = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(104.0f));
+        __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(t, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 r = _mm512_fnmadd_ps(k, ln2lo, _mm512_fnmadd_ps(k, ln2hi, t));
+        __m512 p = _mm512_set1_ps(c[7]);
+        for (int j = 6; j >= 0; j--)
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[j]));
+        __m512 e = _mm512_scalef_ps(p, k);
+        _mm512_mask_storeu_ps(v + i, m, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+    }
+}
+
+/* AVX-512: four independent accumulators (64 channels per step, masked tails), one horizontal sum per pixel, so
+ * the FMA latency chain is K*K*ceil(C/64) long instead of K*K*C/16. */
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
+static void spatial_row_avx512(const float *x, const float *k, float b, int64_t H, int64_t W, int64_t C, int64_t K,
+                               int64_t n, int64_t h, float *out)
+{
+    int64_t p = K / 2, kh0, kh1;
+    tap_range(h, H, K, &kh0, &kh1);
+    for (int64_t w = 0; w < W; w++) {
+        int64_t kw0, kw1;
+        tap_range(w, W, K, &kw0, &kw1);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        for (int64_t i = kh0; i < kh1; i++)
+            for (int64_t j = kw0; j < kw1; j++) {
+                const float *xp = x + ((n * H + h + i - p) * W + (w + j - p)) * C;
+                const float *kp = k + (i * K + j) * C;
+                int64_t c = 0;
+                for (; c + 64 <= C; c += 64) {
+                    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(xp + c), _mm512_loadu_ps(kp + c), acc0);
+                    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(xp + c + 16), _mm512_loadu_ps(kp + c + 16), acc1);
+                    acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(xp + c + 32), _mm512_loadu_ps(kp + c + 32), acc2);
+                    acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(xp + c + 48), _mm512_loadu_ps(kp + c + 48), acc3);
+                }
+                for (; c < C; c += 16) {
+                    int64_t r = C - c < 16 ? C - c : 16;
+                    __mmask16 m = (__mmask16)((1u << r) - 1u);
+                    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xp + c), _mm512_maskz_loadu_ps(m, kp + c), acc0);
+                }
+            }
+        float z = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
+        out[(n * H + h) * W + w] = z + b;
+    }
+    sigmoid_row_avx512(out + (n * H + h) * W, W);
 }
 
 /* ---------------------------------------------------------------- Python bindings */
@@ -490,6 +618,38 @@ static PyObject *py_pack(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* spatial(x, N, H, W, C, k, K, b, out, threads, isa): out[N, H, W] = sigmoid(b + conv_KxK(x, k)), x NHWC,
+ * k [K, K, C]. */
+static PyObject *py_spatial(PyObject *self, PyObject *args)
+{
+    unsigned long long x, k, out;
+    long long N, H, W, C, K;
+    double b;
+    int threads, isa;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KLLLLKLdKii", &x, &N, &H, &W, &C, &k, &K, &b, &out, &threads, &isa))
+        return NULL;
+    if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || K <= 0 || K % 2 == 0 || !x || !k || !out || threads <= 0) {
+        PyErr_SetString(PyExc_ValueError, "bitpack spatial: bad arguments");
+        return NULL;
+    }
+    if ((isa = parse_isa(isa)) < 0)
+        return NULL;
+    void (*row)(const float *, const float *, float, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float *) =
+        isa == ISA_AVX512 ? spatial_row_avx512 : isa == ISA_AVX2 ? spatial_row_avx2 : spatial_row_generic;
+    const float *xp = PTR(x), *kp = PTR(k);
+    float *op = PTR(out);
+    float bias = (float)b;
+    int64_t rows = N * H;
+    (void)threads;
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t r = 0; r < rows; r++)
+        row(xp, kp, bias, H, W, C, K, r / H, r % H, op);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_best_isa(PyObject *self, PyObject *noargs)
 {
     (void)self, (void)noargs;
@@ -509,6 +669,7 @@ static PyObject *py_openmp(PyObject *self, PyObject *noargs)
 static PyMethodDef methods[] = {
     {"conv", py_conv, METH_VARARGS, "Fused sign-pack + XNOR-popcount conv + FP epilogue (addresses, see _kernel.c)."},
     {"pack", py_pack, METH_VARARGS, "Sign-pack an NHWC float map, 64 channels per uint64 word."},
+    {"spatial", py_spatial, METH_VARARGS, "Spatial re-scaling map sigmoid(b + KxK conv C -> 1) of an NHWC float map."},
     {"best_isa", py_best_isa, METH_NOARGS, "Best ISA level on this CPU: 2 AVX-512 VPOPCNTDQ, 1 AVX2, 0 portable C."},
     {"openmp", py_openmp, METH_NOARGS, "Whether the extension was built with OpenMP (multi-threaded)."},
     {NULL, NULL, 0, NULL},

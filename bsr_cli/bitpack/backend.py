@@ -23,8 +23,9 @@ from bsr_cli.errors import BsrError
 from bsr_cli.nn.binary_conv import BinaryConv2d, BinaryLinear
 from bsr_cli.nn.blocks import BinaryResBlock, BinaryUnit, RPReLU
 from bsr_cli.nn.quantizers import ApproxSign, RSign, ScaledSign
+from bsr_cli.nn.rescaling import SpatialRescale
 
-__all__ = ["BitpackConv2d", "FusedBinaryUnit", "convert_model"]
+__all__ = ["BitpackConv2d", "BitpackSpatialRescale", "FusedBinaryUnit", "convert_model"]
 
 
 def _input_binarizer(q: nn.Module) -> tuple[torch.Tensor | None, float] | None:
@@ -131,6 +132,32 @@ class BitpackLinear(BitpackConv2d):
         rows = x.reshape(-1, c).float().contiguous()
         y = super().forward(rows.view(1, 1, -1, c).permute(0, 3, 1, 2), **epilogue)  # (1, O, 1, M) channels-last
         return y.permute(0, 2, 3, 1).reshape(*lead, self.out_channels)
+
+
+class BitpackSpatialRescale(nn.Module):
+    """`SpatialRescale` (EBSR Eq. 5, SCALES Eq. 4) with its FP C -> 1 conv and sigmoid computed by the kernel's
+    `spatial` routine: one K*K*C dot product per pixel instead of a 1-output-channel oneDNN conv."""
+
+    def __init__(self, rescale: SpatialRescale, threads: int | None = None):
+        super().__init__()
+        conv = rescale.conv
+        self.register_buffer("weight", conv.weight.detach().float().clone())
+        self.bias = float(conv.bias.detach()) if conv.bias is not None else 0.0
+        self.threads = threads
+        self.reference = rescale  # op-tracing modes (receptive-field probe) run the PyTorch form
+
+    @staticmethod
+    def supported(m: nn.Module) -> bool:
+        conv = getattr(m, "conv", None)
+        return (type(m) is SpatialRescale and type(conv) is nn.Conv2d and conv.out_channels == 1
+                and conv.groups == 1 and conv.stride == (1, 1) and conv.dilation == (1, 1)
+                and conv.kernel_size[0] == conv.kernel_size[1] and conv.kernel_size[0] % 2 == 1
+                and conv.padding == (conv.kernel_size[0] // 2,) * 2 and conv.padding_mode == "zeros")
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        if _traced() or a.device.type != "cpu":
+            return self.reference(a)
+        return kernel.spatial_map(a, self.weight, self.bias, threads=self.threads)
 
 
 def _convert_conv(conv: nn.Module, threads: int | None) -> nn.Module | None:
@@ -290,6 +317,7 @@ def convert_model(model: nn.Module, threads: int | None = None) -> nn.Module:
             skipped.append(f"{name} ({type(mod).__name__}, {type(mod.input_quantizer).__name__})")
     with torch.no_grad():
         _replace(m, lambda c: _convert_conv(c, threads))
+        _replace(m, lambda c: BitpackSpatialRescale(c, threads) if BitpackSpatialRescale.supported(c) else None)
         _replace(m, lambda c: FusedBinaryUnit(c) if FusedBinaryUnit.fusable(c) else None)
         for block in m.modules():
             if isinstance(block, BinaryResBlock) and isinstance(block.unit1, FusedBinaryUnit):

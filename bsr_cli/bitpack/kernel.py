@@ -148,3 +148,19 @@ def pack_activations(x: torch.Tensor, shift: torch.Tensor | None = None, isa: in
     out = torch.empty((n, h, w, (c + 63) // 64), dtype=torch.int64)
     k.pack(x.data_ptr(), _addr(shift), 0, n, h, w, c, out.data_ptr(), isa)
     return out
+
+
+def spatial_map(x: torch.Tensor, weight: torch.Tensor, bias: float, threads: int | None = None,
+                isa: int = -1) -> torch.Tensor:
+    """sigmoid(bias + conv(x, weight)) for a (1, C, K, K) weight, zero padding K//2: the spatial re-scaling map of
+    EBSR Eq. 5 / SCALES Eq. 4, as an (N, 1, H, W) float32 tensor (one K*K*C dot product per pixel, in C)."""
+    k = require_kernel()
+    n, c, h, w = x.shape
+    if weight.dim() != 4 or weight.shape[:2] != (1, c) or weight.shape[2] != weight.shape[3] or weight.shape[2] % 2 == 0:
+        raise ValueError(f"bitpack: spatial weight {tuple(weight.shape)} does not fit {c} input channels")
+    x = _cl(x)
+    taps = weight.detach().to(torch.float32)[0].permute(1, 2, 0).contiguous()  # [K, K, C]
+    out = torch.empty((n, 1, h, w), dtype=torch.float32)
+    k.spatial(x.data_ptr(), n, h, w, c, taps.data_ptr(), weight.shape[2], float(bias), out.data_ptr(),
+              int(threads or default_threads()), isa)
+    return out
