@@ -36,14 +36,30 @@ def _metric_pair(result) -> dict:
     return {"psnr": round(float(get("psnr")), 4), "ssim": round(float(get("ssim")), 4)}
 
 
-def measure(ckpt: Path, model: str, scale: int, data_dir: Path, datasets=DATASETS) -> dict:
+def pick_backend(model: str, scale: int, ckpt: Path, backend: str) -> str:
+    """`auto`: bitpack when the model has convs the XNOR-popcount kernel runs and the kernel is built (the same
+    outputs as torch up to float rounding, several times faster), else torch."""
+    if backend != "auto":
+        return backend
+    try:
+        from bsr_cli.bitpack import bitpack_available
+        from bsr_cli.bitpack.backend import convert_model, count_bitpack_convs
+
+        if not bitpack_available()[0]:
+            return "torch"
+        return "bitpack" if count_bitpack_convs(convert_model(weights.load_model(model, scale, checkpoint=ckpt))) else "torch"
+    except (ImportError, BsrError):
+        return "torch"
+
+
+def measure(ckpt: Path, model: str, scale: int, data_dir: Path, datasets=DATASETS, backend: str = "torch") -> dict:
     """PSNR/SSIM per dataset with `bsr_cli.evaluate.evaluate` (the `bsr eval` protocol) on this checkpoint."""
     try:
         from bsr_cli.evaluate import evaluate, model_sr  # another engineer's module: imported only when measuring
     except ImportError as exc:
         raise BsrError(f"cannot evaluate ({exc}): pass --metrics-json (a `bsr eval --json` output) or --no-eval")
 
-    sr_fn = model_sr(weights.load_model(model, scale, checkpoint=ckpt), scale)
+    sr_fn = model_sr(weights.load_model(model, scale, checkpoint=ckpt, backend=backend), scale)
     metrics = {}
     for ds in datasets:
         res = evaluate(model, ds, scale, data_dir=str(data_dir), sr_fn=sr_fn)
@@ -98,6 +114,8 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
     ap.add_argument("--metrics-json", type=Path, help="take metrics from a `bsr eval --json` output")
     ap.add_argument("--no-eval", action="store_true", help="keep the entry's existing metrics")
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "bitpack"],
+                    help="inference backend for the measurement (auto: bitpack for models with binary-activation convs)")
     ap.add_argument("--manifest", type=Path, default=weights.MANIFEST_PATH)
     args = ap.parse_args(argv)
     try:
@@ -108,15 +126,19 @@ def main(argv=None) -> int:
         manifest = weights.load_manifest(args.manifest)
         name = f"{model}-x{scale}"
         old = next((e for e in manifest["checkpoints"] if e.get("name") == name), None)
+        metrics_backend = (old or {}).get("metrics_backend", "torch") if args.no_eval else "torch"
         if args.metrics_json:
             metrics = metrics_from_json(args.metrics_json, model, scale)
         elif args.no_eval:
             metrics = None
         else:
-            print(f"evaluating {name} on {', '.join(args.datasets)} ...", file=sys.stderr)
-            metrics = measure(args.ckpt, model, scale, args.data_dir, args.datasets)
+            backend = pick_backend(model, scale, args.ckpt, args.backend)
+            print(f"evaluating {name} on {', '.join(args.datasets)} with backend {backend} ...", file=sys.stderr)
+            metrics = measure(args.ckpt, model, scale, args.data_dir, args.datasets, backend)
+            metrics_backend = backend
         keep_default = args.default or bool(old and old.get("default"))  # re-adding never drops the flag
         entry = build_entry(args.ckpt, meta, args.license, args.bundle, keep_default, metrics, old)
+        entry["metrics_backend"] = metrics_backend
         if args.bundle:
             dest = weights.BUNDLED_DIR / entry["file"]
             dest.parent.mkdir(parents=True, exist_ok=True)
