@@ -86,14 +86,16 @@ def model_candidates(size: int, threads: int):
     return cands, why
 
 
-def measure(cands: dict, rounds: int) -> dict[str, float]:
+def measure(cands: dict, rounds: int, burst: int = 1) -> dict[str, float]:
+    """Median time of each candidate over `rounds` interleaved rounds; in each round a candidate runs `burst`
+    timed calls back to back (burst > 1: the steady state of a layer run repeatedly, as inside a network)."""
     times: dict[str, list[float]] = {k: [] for k in cands}
     with torch.inference_mode():
         for fn, x in cands.values():  # warm-up (oneDNN primitive creation, first-touch)
             fn(x)
         for _ in range(rounds):
             for k, (fn, x) in cands.items():
-                times[k].append(_time(fn, x))
+                times[k] += [_time(fn, x) for _ in range(burst)]
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -112,13 +114,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     out = {"threads": a.threads, "size": a.size, "rounds": a.rounds, "kernel": why, "cpu": platform.processor(),
            "torch": torch.__version__}
-    conv = measure(single_conv_candidates(a.size, a.threads), max(a.rounds * 4, 10))
-    out["single_conv_ms"] = conv
     print(f"# threads={a.threads}, {a.size}x{a.size}, median of interleaved rounds; kernel: {why}")
-    print("\n## one 64->64 3x3 conv")
-    base = conv["torch fp32 channels_last conv"]
-    for k, v in conv.items():
-        print(f"{k:45s} {v:9.2f} ms   x{base / v:5.2f} vs torch fp32")
+    for burst in (1, 5):
+        conv = measure(single_conv_candidates(a.size, a.threads), max(a.rounds * 4, 10), burst)
+        out[f"single_conv_ms_burst{burst}"] = conv
+        what = "alternating single calls" if burst == 1 else f"bursts of {burst} calls per candidate"
+        print(f"\n## one 64->64 3x3 conv ({what})")
+        base = conv["torch fp32 channels_last conv"]
+        for k, v in conv.items():
+            print(f"{k:45s} {v:9.2f} ms   x{base / v:5.2f} vs torch fp32")
     if not a.skip_models:
         cands, int8_why = model_candidates(a.size, a.threads)
         res = measure(cands, a.rounds)
