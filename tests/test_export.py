@@ -107,3 +107,19 @@ def test_onnx_backend_registered_in_load_model(exported):
     assert isinstance(m, ex.OnnxModel) and m.threads >= 1
     y = m(torch.rand(1, 3, 9, 11))
     assert tuple(y.shape) == (1, 3, 36, 44) and np.isfinite(y.numpy()).all()
+
+
+def test_verdict_accepts_only_bounded_binary_ties():
+    """Verification passes on small float diffs, or on diffs that change at most 1 % of the 8-bit output by one
+    level (a binary activation at its threshold flipping between runtimes); anything else fails."""
+    from bsr_cli.export_onnx import ExportReport
+
+    def report(diff, u8, frac):
+        return ExportReport(None, 0, 18, False, {}, max_abs_diff={"32x48": diff, "37x53": 1e-7},
+                            max_u8_diff={"32x48": u8, "37x53": 0}, u8_changed={"32x48": frac, "37x53": 0.0})
+
+    assert report(5e-5, 0, 0.0).verdict(1e-4)[0]
+    ok, why = report(2.2e-3, 1, 0.00184).verdict(1e-4)
+    assert ok and "ties" in why
+    assert not report(2.2e-3, 1, 0.02).verdict(1e-4)[0]   # too many values changed
+    assert not report(0.05, 13, 0.001).verdict(1e-4)[0]   # more than one level somewhere

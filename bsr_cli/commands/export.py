@@ -30,9 +30,10 @@ def command(
 ) -> None:
     """Export a model to ONNX, check it (onnx.checker) and verify it against PyTorch with onnxruntime.
 
-    Verification runs two input sizes, one odd (37x53), and prints the max abs difference; above --tolerance
-    nothing is written and the exit code is 1. Binary nets can exceed it through ties: a binary activation
-    whose input is within float rounding of its threshold may flip between runtimes.
+    Verification runs two input sizes, one odd (37x53), and prints the max abs difference. It passes when that
+    is <= --tolerance, or when larger differences are binary-activation ties only (the 8-bit image differs in
+    <= 1 % of its values, by <= 1 level: a sign whose input sits within float rounding of its threshold may
+    flip between runtimes). Otherwise nothing is written and the exit code is 1.
     The file records model, scale, bsr version and checkpoint sha256 in its metadata.
     """
     import torch
@@ -69,8 +70,7 @@ def command(
     console = Console(stderr=True)
     report, data = ex.export_onnx(net, None, name, scale, opset=opset, packed=packed, checkpoint_sha256=sha,
                                   threads=threads)
-    worst = max(report.max_abs_diff.values())
-    ok = worst <= tolerance
+    ok, why = report.verdict(tolerance)
     if ok:
         ex._atomic_write(out, data)
         report.path = str(out)
@@ -82,12 +82,10 @@ def command(
         kind = (f"packed ({report.pack_info.get('packed', 0)} binary convs as bits, "
                 f"{report.pack_info.get('float', 0)} kept float)" if packed else "float32 weights")
         console.print(f"{name} x{scale}: opset {opset}, {kind}, {report.bytes:,} bytes", highlight=False)
-        console.print(f"onnx.checker: ok; onnxruntime vs PyTorch max abs diff ({diffs}) "
-                      f"{'<=' if ok else '>'} {tolerance:g}", highlight=False)
+        console.print(f"onnx.checker: ok; onnxruntime vs PyTorch max abs diff ({diffs}): "
+                      f"{'verified' if ok else 'FAILED'}, {why}", highlight=False)
     if not ok:
-        console.print(f"bsr: error: verification failed (max abs diff {worst:.3g} > {tolerance:g}); nothing "
-                      "written. If a binary activation tie flipped, a trained checkpoint or --tolerance may help.",
-                      highlight=False)
+        console.print(f"bsr: error: verification failed ({why}); nothing written", highlight=False)
         raise typer.Exit(code=1)
     if not json_out:
         console.print(f"wrote {out}", highlight=False)
