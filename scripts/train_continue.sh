@@ -2,23 +2,34 @@
 # One more training stage for every shipped checkpoint, with the SAME recipe and the SAME extra budget per scale
 # (x4: +MORE_X4 iterations, x2: +MORE_X2), so the README table keeps comparing methods at equal budget.
 # Each run starts from the checkpoint it continues (--init-from; the recipe chain lands in the file's metadata),
-# two 1-thread training lanes, one 1-thread evaluation lane (scripts/add_to_manifest.py: Set5/Set14/B100/Urban100
-# with bsr's protocol), which bundles the file and commits its manifest entry.
+# two 1-thread training lanes, one 1-thread evaluation lane (scripts/evaluate_runs.sh: Set5/Set14/B100/Urban100
+# with bsr's protocol), which bundles each file and commits its manifest entry.
 #
 #   STAGE=s3 nohup scripts/train_continue.sh > runs/s3.log 2>&1 &
-# Sources: x4 = the bundled bsr_cli/weights/<m>-x4.safetensors; x2 = runs/<m>-x2/final.safetensors (stage 1).
+# Sources: FROM=bundled (default): the bundled bsr_cli/weights/<m>-x<s>.safetensors, else the stage-1 run
+# runs/<m>-x<s>/final.safetensors; FROM=<stage>: runs/<m>-x<s>-<stage>/final.safetensors; FROM=stage1: the
+# stage-1 run. Stage 1 itself is scripts/train_all.sh. How the shipped checkpoints were made:
+#   stage 2: STAGE=s2 FROM=stage1 SEED=1 MORE_X4=1200 MORE_X2=600 LANES_B="ebsr-light:4 scales:4 \
+#            abnn-both-spatial-se:4" LANES_A="bbcu-l:4 srresnet-fp:4 e2fif:4 ma2019-bwn:4"   (x2 not run)
+#   stage 3: STAGE=s3 (defaults: FROM=bundled, SEED=2, +1200 at x4, +900 at x2 from stage 1)
 set -u
 cd "$(dirname "$0")/.."
 STAGE=${STAGE:-s3}
 MORE_X4=${MORE_X4:-1200}
 MORE_X2=${MORE_X2:-900}
+FROM=${FROM:-bundled}
+SEED=${SEED:-2}
 TRAIN_DIR=${BSR_TRAIN_DIR:-../shared/datasets/train/BSD400}
 DATA_DIR=${BSR_DATA_DIR:-../shared/datasets/benchmark}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 log() { echo "$(date '+%F %T') [$LANE] $*"; }
 source_of() {  # source_of MODEL SCALE -> checkpoint this stage continues from
-  if [ -f "bsr_cli/weights/$1-x$2.safetensors" ]; then echo "bsr_cli/weights/$1-x$2.safetensors"
-  else echo "runs/$1-x$2/final.safetensors"; fi
+  case "$FROM" in
+    bundled) if [ -f "bsr_cli/weights/$1-x$2.safetensors" ]; then echo "bsr_cli/weights/$1-x$2.safetensors"
+             else echo "runs/$1-x$2/final.safetensors"; fi ;;
+    stage1)  echo "runs/$1-x$2/final.safetensors" ;;
+    *)       echo "runs/$1-x$2-$FROM/final.safetensors" ;;
+  esac
 }
 
 train_more() {  # train_more MODEL SCALE ITERS -> runs/<m>-x<s>-$STAGE/final.safetensors
@@ -32,44 +43,11 @@ train_more() {  # train_more MODEL SCALE ITERS -> runs/<m>-x<s>-$STAGE/final.saf
   bsr train --model "$model" --scale "$scale" --train-dir "$TRAIN_DIR" --data-dir "$DATA_DIR" --out "$dir" \
     --init-from "$dir/source.safetensors" --iters "$iters" --batch-size 8 --patch-size 16 --lr 5e-4 \
     --schedule cosine --warmup 50 --val-every 600 --save-every 100 --log-every 100 --precision bf16 \
-    --threads 1 --seed 2 $resume >> "$dir/stdout.log" 2>&1 || { log "FAILED $model-x$scale"; return 1; }
+    --threads 1 --seed "$SEED" $resume >> "$dir/stdout.log" 2>&1 || { log "FAILED $model-x$scale"; return 1; }
   log "done $model-x$scale: $(grep -h 'done:' "$dir/train.log" | tail -1)"
 }
 
-commit_entry() {  # commit the manifest and one bundled file, retrying while another git command holds the lock
-  local name=$1 try
-  for try in 1 2 3 4 5 6; do
-    git commit -q -m "weights: $name ($STAGE: bsr train on BSD400, same budget for every model; metrics by bsr eval)" \
-      -- bsr_cli/data/weights_manifest.json "bsr_cli/weights/$name.safetensors" && return 0
-    sleep 10
-  done
-  return 1
-}
 
-evaluate_all() {  # add every finished run to the manifest (bundled) in the given order, and commit it
-  local pending="$*" left name
-  while [ -n "$pending" ]; do
-    left=""
-    for name in $pending; do
-      local dir="runs/$name-$STAGE"
-      if [ -f "$dir/final.safetensors" ] && [ ! -f "$dir/committed" ]; then
-        log "evaluate $name"
-        if python scripts/add_to_manifest.py "$dir/final.safetensors" --bundle --data-dir "$DATA_DIR" \
-            >> "$dir/manifest.log" 2>&1; then
-          git add bsr_cli/data/weights_manifest.json "bsr_cli/weights/$name.safetensors" && commit_entry "$name" &&
-            touch "$dir/committed" &&
-            log "committed $name: $(python -c "import json;e=[e for e in json.load(open('bsr_cli/data/weights_manifest.json'))['checkpoints'] if e['name']=='$name'][0];print({k:v['psnr'] for k,v in e['metrics'].items()})")"
-        else
-          log "evaluation failed for $name (see $dir/manifest.log)"
-        fi
-      elif [ ! -f "$dir/committed" ]; then
-        left="$left $name"
-      fi
-    done
-    pending=$left
-    [ -n "$pending" ] && sleep 30
-  done
-}
 
 LANES_A=${LANES_A:-"bbcu-l:2 ebsr-light:2 bbcu-l:4 e2fif:4 ma2019-bwn:4 ebsr-light:4 srresnet-fp:4"}
 LANES_B=${LANES_B:-"scales:2 scales:4 abnn-both-spatial-se:4"}
@@ -78,6 +56,6 @@ run_lane() { local r; for r in $1; do
   local s=${r#*:}; train_more "${r%:*}" "$s" "$([ "$s" = 4 ] && echo "$MORE_X4" || echo "$MORE_X2")"; done; log "lane done"; }
 (LANE=A; run_lane "$LANES_A") &
 (LANE=B; run_lane "$LANES_B") &
-(LANE=E; evaluate_all $EVAL_ORDER; log "lane done") &
+(LANE=E; STAGE=$STAGE scripts/evaluate_runs.sh $EVAL_ORDER; log "lane done") &
 wait
 LANE=main; log "$STAGE done"
