@@ -12,6 +12,7 @@
 #   stage 2: STAGE=s2 FROM=stage1 SEED=1 MORE_X4=1200 MORE_X2=600 LANES_B="ebsr-light:4 scales:4 \
 #            abnn-both-spatial-se:4" LANES_A="bbcu-l:4 srresnet-fp:4 e2fif:4 ma2019-bwn:4"   (x2 not run)
 #   stage 3: STAGE=s3 (defaults: FROM=bundled, SEED=2, +1200 at x4, +900 at x2 from stage 1)
+#   stage 4: STAGE=s4 FROM=s3 SEED=3 MORE_X4=600 with x4 entries only in LANES_A/LANES_B and EVAL_ORDER
 set -u
 cd "$(dirname "$0")/.."
 STAGE=${STAGE:-s3}
