@@ -14,6 +14,7 @@
 #   stage 3: STAGE=s3 (defaults: FROM=bundled, SEED=2, +1200 at x4, +900 at x2 from stage 1)
 #   stage 4: STAGE=s4 FROM=s3 SEED=3 MORE_X4=600 with x4 entries only in LANES_A/LANES_B and EVAL_ORDER
 #   stage 5: STAGE=s5 FROM=s4 SEED=4 MORE_X4=1800 MORE_X2=0, x4 entries only (as stage 4)
+#   stage 6: STAGE=s6 FROM=s5 SEED=5 MORE_X4=1800 MORE_X2=0, x4 entries only (as stage 4)
 set -u
 cd "$(dirname "$0")/.."
 STAGE=${STAGE:-s3}
