@@ -5,8 +5,8 @@ when removed has not learnt much yet (README, "Why abnn-both-spatial-se is flat"
     python benchmarks/body_contribution.py [NAME ...] [--dataset Set5] [--data-dir ../shared/datasets/benchmark]
 
 Also prints, for BNN-SR-attention models, the range of the SE maps' means on a 64x64 crop of the dataset's first
-image (an SE map on the residual
-branch near 0.5 halves the FP stream at each unit). Not a test: a few seconds per checkpoint.
+image (an SE map on the
+residual branch near 0.5 halves the FP stream at each unit). Not a test: a few seconds per checkpoint.
 """
 from __future__ import annotations
 
@@ -52,13 +52,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     entries = [e for e in weights.entries() if (e["name"] in a.names if a.names else int(e["scale"]) == 4)]
     first = resolve_dataset(a.dataset, a.data_dir)[0]
-    crop = torch.from_numpy(load_hr(first)[:64, :64].astype('float32') / 255).permute(2, 0, 1)[None]
+    crop = torch.from_numpy(load_hr(first)[:64, :64].astype("float32") / 255).permute(2, 0, 1)[None]
     print(f"| checkpoint | {a.dataset} PSNR | body zeroed | body's share (dB) |")
     print("|---|---|---|---|")
     for e in entries:
         scale = int(e["scale"])
-        model = weights.load_model(e["model"], scale, checkpoint=weights.resolve_checkpoint(e, progress=False))
-        model = getattr(model, "model", model).eval()
+        model = weights.load_model(e["name"])
         full = evaluate(e["model"], a.dataset, scale, data_dir=a.data_dir, sr_fn=model_sr(model, scale))["psnr"]
         means = se_map_means(model, crop)
         model.body = ZeroBody()

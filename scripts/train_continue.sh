@@ -15,7 +15,7 @@
 #   stage 4: STAGE=s4 FROM=s3 SEED=3 MORE_X4=600 with x4 entries only in LANES_A/LANES_B and EVAL_ORDER
 #   stage 5: STAGE=s5 FROM=s4 SEED=4 MORE_X4=1800 MORE_X2=0, x4 entries only (as stage 4)
 #   stage 6: STAGE=s6 FROM=s5 SEED=5 MORE_X4=1800 MORE_X2=0, x4 entries only (as stage 4)
-#   stage 7: STAGE=s7 FROM=s6 SEED=6 MORE_X4=3000 MORE_X2=0, x4 entries only, lanes rebalanced (see README)
+#   stage 7: STAGE=s7 FROM=s6 SEED=6 MORE_X4=3000 MORE_X2=0, x4 entries only (lane order changes no result)
 set -u
 cd "$(dirname "$0")/.."
 STAGE=${STAGE:-s3}
