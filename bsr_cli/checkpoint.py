@@ -23,8 +23,12 @@ Layout of a file written by `save_checkpoint` (format version 1):
   caller's keys: `model`, `scale`, `config`, `recipe` ({data, iterations, hours, device}), ...
 
 Loading never unpickles. `load_into` rebuilds latent weights whose binarization in forward is bit-identical to
-the saved model's: ±1 for "sign" layers; for "scale" layers latent magnitudes chosen so that the quantizer's
+the saved model's (``latents="exact"``, for inference): ±1 for "sign" layers; for "scale" layers latent magnitudes chosen so that the quantizer's
 own reduction (e.g. a float32 mean) returns exactly the stored alpha (checked, and refined if needed).
+Latents of ±1 are frozen for training (an optimizer step of ~lr cannot flip them), so training loads with
+``latents="trainable"`` (`trainable_latents`): each binary weight keeps its stored sign and takes the magnitude
+of the model's own fresh initialisation (rows of "scale" layers rescaled so that mean|W_o| = alpha_o), which
+lies well inside the clamp-STE window |W| <= 1 and leaves the forward pass unchanged.
 `save_checkpoint` performs that reconstruction before writing and falls back to storing a layer's latent
 weight as float32 (with a warning) if its quantizer cannot be reproduced from signs and scales.
 """
@@ -218,11 +222,35 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return load_file(str(path)), meta
 
 
-def load_into(model: torch.nn.Module, path: str | Path) -> dict:
+def trainable_latents(signs: torch.Tensor, init: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
+    """Latent weights to continue training from packed signs: sign * |init| (the model's fresh initialisation),
+    rows rescaled so that mean|W_o| = alpha_o when the layer's scale is computed from its latents ("scale" kind,
+    MeanAbsSign). Zero init magnitudes take their row's mean. Sign-only magnitudes are capped at 0.5; a rescaled
+    row that would leave the STE window (|W| > 0.95) takes the uniform magnitude alpha_o instead. Never ±1 for
+    sign-only layers: such latents cannot flip under an lr-sized step (issue #12)."""
+    mag = init.detach().abs().float().reshape(init.shape[0], -1)
+    row_mean = mag.mean(dim=1, keepdim=True).clamp_min(1e-4)
+    mag = torch.where(mag > 0, mag, row_mean)
+    if alpha is None:
+        mag = mag.clamp(max=0.5)
+    else:
+        a = alpha.float().view(-1, 1)
+        mag = mag * (a / mag.mean(dim=1, keepdim=True))
+        mag = torch.where(mag.amax(dim=1, keepdim=True) > 0.95, a.expand_as(mag), mag)
+    return (signs.reshape(mag.shape) * mag).reshape(signs.shape)
+
+
+def load_into(model: torch.nn.Module, path: str | Path, latents: str = "exact") -> dict:
     """Load a packed checkpoint into `model` (same architecture); returns the metadata.
 
-    Binary layers get latent weights whose `binarized_weight()` equals the saved one bit for bit.
+    ``latents="exact"``: binary layers get latent weights whose `binarized_weight()` equals the saved one bit
+    for bit (inference, export). ``latents="trainable"``: signs kept, magnitudes from `model`'s current
+    (freshly initialised) latents via `trainable_latents`, so training can flip them; the metadata then holds
+    ``latents_restored`` = {"layers": n, "mean_abs": mean |W| of the restored latents}.
     """
+    if latents not in ("exact", "trainable"):
+        raise ValueError(f"latents must be 'exact' or 'trainable', not {latents!r}")
+    init = {f"{n}.weight" if n else "weight": c.weight.detach().clone() for n, c in binary_convs(model).items()}
     state, meta = load_checkpoint(path)
     scale = meta.get("scale")
     if scale is not None and getattr(model, "scale", scale) != scale:
@@ -243,6 +271,19 @@ def load_into(model: torch.nn.Module, path: str | Path) -> dict:
         detail = " ".join(line.strip() for line in first[:3])
         raise BsrError(f"{path} does not fit model {meta.get('model', '?')}: {detail[:300]}") from None
     convs = binary_convs(model)
+    if latents == "trainable":
+        total, count = 0.0, 0
+        for key, (signs, alpha) in signs_of.items():
+            conv = convs.get(key[: -len(".weight")] if key.endswith(".weight") else "")
+            if conv is None or key not in init:
+                continue
+            w = trainable_latents(signs, init[key], alpha)
+            with torch.no_grad():
+                conv.weight.copy_(w.to(conv.weight.dtype))
+            total += float(w.abs().sum())
+            count += w.numel()
+        meta["latents_restored"] = {"layers": len(signs_of), "mean_abs": total / max(count, 1)}
+        return meta
     for key, (signs, alpha) in signs_of.items():
         name = key[: -len(".weight")] if key.endswith(".weight") else ""
         conv = convs.get(name)

@@ -7,7 +7,10 @@ The recipe, step by step:
   benchmark LR files (``protocol.bicubic_downscale_uint8``). Training batches are random aligned patch pairs:
   an LR patch of ``patch_size`` pixels at (y, x) and the HR patch of ``scale * patch_size`` pixels at
   (scale*y, scale*x), with the same random flip / 90-degree rotation applied to both.
-* **Loss and optimiser.** L1 on [0, 1] RGB, Adam (betas 0.9/0.99). The lr follows ``cosine`` (from ``lr`` down
+* **Loss and optimiser.** L1 on pixel values 0..255 (``loss_range``, as EDSR/E2FIF's official code with
+  ``rgb_range=255``; logged in [0, 1] units), Adam (betas 0.9/``beta2``). Adam is invariant to the loss scale
+  except for its eps (1e-8): on [0, 1] the per-element latent gradients of bbcu-l at init average 7e-10, so
+  Adam's update is ~15x damped; on 0..255 they are 255x larger and every binary conv of the zoo clears eps. The lr follows ``cosine`` (from ``lr`` down
   to 1 % of it) or ``step`` (halved at 50 % and 75 % of the run), after a short linear warm-up. Progress is
   measured in iterations (``--iters``), or in seconds when only ``--time-budget`` is given; with both, the run
   stops at whichever comes first.
@@ -82,6 +85,8 @@ class TrainConfig:
     batch_size: int = 16
     patch_size: int = 32  # LR pixels
     lr: float = 5e-4
+    beta2: float = ADAM_BETAS[1]  # Adam beta2 (E2FIF's official code: 0.999)
+    loss_range: float = 255.0  # L1 on pixel values 0..loss_range (runs before this option: 1.0)
     schedule: str = "cosine"  # cosine | step
     warmup: int = 50  # linear warm-up iterations
     val_every: int = 500
@@ -110,6 +115,10 @@ class TrainConfig:
             raise BsrError("--batch-size must be >= 1 and --patch-size >= 4")
         if self.lr <= 0:
             raise BsrError("--lr must be > 0")
+        if not 0.0 < self.beta2 < 1.0:
+            raise BsrError("--beta2 must be in (0, 1)")
+        if self.loss_range <= 0:
+            raise BsrError("--loss-range must be > 0")
         if self.schedule not in ("cosine", "step"):
             raise BsrError(f"unknown --schedule {self.schedule!r} (cosine, step)")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -272,15 +281,20 @@ def autocast_ctx(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def train_step(model, optimizer, lr_t, hr_t, device, precision) -> float:
-    """One L1 step; returns the loss. Under bf16 the forward runs in autocast, the loss in fp32."""
+def pixel_l1(sr: torch.Tensor, hr: torch.Tensor, loss_range: float = 255.0) -> torch.Tensor:
+    """The training loss: mean |sr - hr| on pixel values 0..loss_range (sr, hr in [0, 1]); fp32."""
+    return torch.nn.functional.l1_loss(sr.float(), hr) * loss_range
+
+
+def train_step(model, optimizer, lr_t, hr_t, device, precision, loss_range: float = 255.0) -> float:
+    """One L1 step; returns the loss in [0, 1] units. Under bf16 the forward runs in autocast, the loss in fp32."""
     with autocast_ctx(device, precision):
         sr = model(lr_t)
-    loss = torch.nn.functional.l1_loss(sr.float(), hr_t)
+    loss = pixel_l1(sr, hr_t, loss_range)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach())
+    return float(loss.detach()) / loss_range
 
 
 def measure_its(model, sampler, batch_size, device, precision, iters=5, warmup=2, seed=0) -> float:
@@ -364,6 +378,26 @@ class Set5Validator:
         return float(np.mean(scores))
 
 
+# --------------------------------------------------------------------------------------------- flips
+
+
+def binary_signs(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Sign bits (W < 0) of every binary conv's latent weight, keyed by module name."""
+    from bsr_cli.checkpoint import binary_convs
+
+    return {name: (conv.weight.detach() < 0).cpu().clone() for name, conv in binary_convs(model).items()}
+
+
+def flip_fraction(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> float | None:
+    """Fraction of binary weights whose sign differs between two `binary_signs` snapshots (None: no binary
+    weights). A stage whose flip fraction stays 0 trains only its FP parts (issue #12's frozen ±1 latents)."""
+    keys = [k for k in before if k in after]
+    total = sum(before[k].numel() for k in keys)
+    if not total:
+        return None
+    return sum(int((before[k] != after[k]).sum()) for k in keys) / total
+
+
 # --------------------------------------------------------------------------------------------- state
 
 
@@ -428,6 +462,7 @@ def init_from_checkpoint(model: torch.nn.Module, path: str | Path, create_model:
         raise BsrError(f"--init-from: file not found: {path}")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
+    note = "latents copied as trained (training state)"
     if "bsr_train_state" in meta:
         src = {k[6:]: v for k, v in load_file(str(path)).items() if k.startswith("model.")}
     else:
@@ -435,8 +470,12 @@ def init_from_checkpoint(model: torch.nn.Module, path: str | Path, create_model:
 
         meta = read_metadata(path)
         src_model = create_model(meta.get("model", name), int(meta.get("scale", 4)))
-        load_into(src_model, path)
+        restored = load_into(src_model, path, latents="trainable").get("latents_restored", {})
         src = src_model.state_dict()
+        note = "no binary latents"
+        if restored.get("layers"):
+            note = (f"packed file stores signs only: latents of {restored['layers']} binary convs restored at "
+                    f"init magnitude (mean |W| {restored['mean_abs']:.4f}), signs kept")
     dst = model.state_dict()
     copied, skipped = [], []
     for key, val in dst.items():
@@ -446,7 +485,7 @@ def init_from_checkpoint(model: torch.nn.Module, path: str | Path, create_model:
         else:
             skipped.append(key)
     model.load_state_dict(dst)
-    return copied, skipped
+    return copied, skipped, note
 
 
 def _group_names(keys: list[str]) -> str:
@@ -502,8 +541,8 @@ def recipe(cfg: TrainConfig, info: dict, device: torch.device, precision: str, n
         "batch": cfg.batch_size,
         "patch_lr": cfg.patch_size,
         "patch_hr": cfg.patch_size * cfg.scale,
-        "loss": "L1",
-        "optimizer": f"Adam betas={list(ADAM_BETAS)}",
+        "loss": f"L1 on 0..{cfg.loss_range:g}",
+        "optimizer": f"Adam betas={[ADAM_BETAS[0], cfg.beta2]}",
         "lr": cfg.lr,
         "lr_schedule": (
             f"cosine to {MIN_LR_RATIO:g}x" if cfg.schedule == "cosine" else f"step x0.5 at {list(STEP_MILESTONES)}"
@@ -598,7 +637,7 @@ def train(cfg: TrainConfig, create_model: Callable | None = None) -> dict:
         console = Console(stderr=True)
     log = RunLog(out / "train.log", console)
     model = model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=ADAM_BETAS)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(ADAM_BETAS[0], cfg.beta2))
 
     info = {"step": 0, "elapsed": 0.0, "best_psnr": None, "best_step": None, "precision": None, "history": []}
     if cfg.resume and state_path.exists():
@@ -606,13 +645,17 @@ def train(cfg: TrainConfig, create_model: Callable | None = None) -> dict:
         if saved["config"]["model"] != cfg.model or saved["config"]["scale"] != cfg.scale:
             raise BsrError(f"{state_path} is a run of {saved['config']['model']} x{saved['config']['scale']}")
         info.update(load_state(state_path, model, optimizer, np_rng))
+        saved_range = float(saved["config"].get("loss_range", 1.0))
+        if saved_range != cfg.loss_range:
+            log(f"note: this run trains with L1 on 0..{saved_range:g}; --loss-range {cfg.loss_range:g} ignored")
+            cfg.loss_range = saved_range
         log(f"resumed {cfg.model} x{cfg.scale} at step {info['step']} ({_fmt_time(info['elapsed'])} trained)")
     else:
         log(f"new run {cfg.model} x{cfg.scale}: {len(sampler)} images from {cfg.train_dir}, out {out}")
         if cfg.init_from:
-            copied, skipped = init_from_checkpoint(model, cfg.init_from, create_model, cfg.model)
+            copied, skipped, note = init_from_checkpoint(model, cfg.init_from, create_model, cfg.model)
             log(f"init from {cfg.init_from}: copied {len(copied)} tensors ({_group_names(copied)}); "
-                f"kept init for {len(skipped)} ({_group_names(skipped)})")
+                f"kept init for {len(skipped)} ({_group_names(skipped)}); {note}")
 
     precision = info.get("precision") or choose_precision(cfg, model, sampler, device, log)
     info["precision"] = precision
@@ -637,8 +680,23 @@ def train(cfg: TrainConfig, create_model: Callable | None = None) -> dict:
         info["config"] = asdict(cfg)
         save_state(state_path, model, optimizer, info, np_rng)
 
+    signs_then = {"step": info["step"], "signs": binary_signs(model)}
+
+    def flips() -> str:
+        now = binary_signs(model)
+        frac = flip_fraction(signs_then["signs"], now)
+        if frac is None:
+            return ""
+        info.setdefault("flips", []).append([info["step"], frac])
+        text = f"; {100 * frac:.3f} % of binary weights flipped since step {signs_then['step']}"
+        signs_then.update(step=info["step"], signs=now)
+        return text
+
     def validate() -> None:
         if validator is None:
+            flip_text = flips()
+            if flip_text:
+                log(f"step {info['step']}{flip_text}")
             return
         psnr = validator.psnr(model, device)
         info["history"].append([info["step"], round(psnr, 4)])
@@ -646,7 +704,7 @@ def train(cfg: TrainConfig, create_model: Callable | None = None) -> dict:
         if best:
             info["best_psnr"], info["best_step"] = psnr, info["step"]
             _atomic_save(model_tensors(model), out / BEST_WEIGHTS_FILE, {})
-        log(f"step {info['step']}: Set5 PSNR {psnr:.3f} dB{' (best)' if best else ''}")
+        log(f"step {info['step']}: Set5 PSNR {psnr:.3f} dB{' (best)' if best else ''}{flips()}")
 
     progress = None
     if interactive and not done():
@@ -671,7 +729,7 @@ def train(cfg: TrainConfig, create_model: Callable | None = None) -> dict:
             lr_b, hr_b = sampler.sample(cfg.batch_size, np_rng)
             loss = train_step(
                 model, optimizer, to_tensor(lr_b, device, channels_last), to_tensor(hr_b, device, channels_last),
-                device, precision,
+                device, precision, cfg.loss_range,
             )
             if not math.isfinite(loss):
                 raise BsrError(f"loss became {loss} at step {info['step']}; try a lower --lr")
@@ -706,7 +764,7 @@ def train(cfg: TrainConfig, create_model: Callable | None = None) -> dict:
     finally:
         if progress is not None:
             progress.stop()
-    if validator is not None and (not info["history"] or info["history"][-1][0] != info["step"]):
+    if not info["history"] or info["history"][-1][0] != info["step"]:
         validate()
     save()
     return finalize(cfg, model, info, device, precision, len(sampler), log, create_model)

@@ -16,6 +16,11 @@
 #   stage 5: STAGE=s5 FROM=s4 SEED=4 MORE_X4=1800 MORE_X2=0, x4 entries only (as stage 4)
 #   stage 6: STAGE=s6 FROM=s5 SEED=5 MORE_X4=1800 MORE_X2=0, x4 entries only (as stage 4)
 #   stage 7: STAGE=s7 FROM=s6 SEED=6 MORE_X4=3000 MORE_X2=0, x4 entries only (lane order changes no result)
+#   stage 8: STAGE=s8 FROM=bundled SEED=7 MORE_X4=12000 MORE_X2=0 LR=2e-4 BETA2=0.999 EVAL=0 VAL_EVERY=1000
+#            LANES_A="e2fif:4 ma2019-bwn:4 bbcu-l:4 srresnet-fp:4" LANES_B="ebsr-light:4 scales:4"
+#            (first stage with the fixed hand-off: --init-from a packed file restores trainable latents, not ±1)
+# EVAL=0 skips the evaluation lane (run scripts/evaluate_runs.sh later); an interrupted run resumes from its
+# state.safetensors (latents + Adam moments) when the script is started again with the same settings.
 set -u
 cd "$(dirname "$0")/.."
 STAGE=${STAGE:-s3}
@@ -23,6 +28,10 @@ MORE_X4=${MORE_X4:-1200}
 MORE_X2=${MORE_X2:-900}
 FROM=${FROM:-bundled}
 SEED=${SEED:-2}
+LR=${LR:-5e-4}
+BETA2=${BETA2:-0.99}
+EVAL=${EVAL:-1}
+VAL_EVERY=${VAL_EVERY:-600}
 TRAIN_DIR=${BSR_TRAIN_DIR:-../shared/datasets/train/BSD400}
 DATA_DIR=${BSR_DATA_DIR:-../shared/datasets/benchmark}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -45,8 +54,8 @@ train_more() {  # train_more MODEL SCALE ITERS -> runs/<m>-x<s>-$STAGE/final.saf
   [ -f "$dir/source.safetensors" ] || cp "$src" "$dir/source.safetensors"
   log "train $model-x$scale: +$iters iterations from $src"
   bsr train --model "$model" --scale "$scale" --train-dir "$TRAIN_DIR" --data-dir "$DATA_DIR" --out "$dir" \
-    --init-from "$dir/source.safetensors" --iters "$iters" --batch-size 8 --patch-size 16 --lr 5e-4 \
-    --schedule cosine --warmup 50 --val-every 600 --save-every 100 --log-every 100 --precision bf16 \
+    --init-from "$dir/source.safetensors" --iters "$iters" --batch-size 8 --patch-size 16 --lr "$LR" \
+    --beta2 "$BETA2" --schedule cosine --warmup 50 --val-every "$VAL_EVERY" --save-every 100 --log-every 100 --precision bf16 \
     --threads 1 --seed "$SEED" $resume >> "$dir/stdout.log" 2>&1 || { log "FAILED $model-x$scale"; return 1; }
   log "done $model-x$scale: $(grep -h 'done:' "$dir/train.log" | tail -1)"
 }
@@ -60,6 +69,6 @@ run_lane() { local r; for r in $1; do
   local s=${r#*:}; train_more "${r%:*}" "$s" "$([ "$s" = 4 ] && echo "$MORE_X4" || echo "$MORE_X2")"; done; log "lane done"; }
 (LANE=A; run_lane "$LANES_A") &
 (LANE=B; run_lane "$LANES_B") &
-(LANE=E; STAGE=$STAGE scripts/evaluate_runs.sh $EVAL_ORDER; log "lane done") &
+[ "$EVAL" = 1 ] && (LANE=E; STAGE=$STAGE scripts/evaluate_runs.sh $EVAL_ORDER; log "lane done") &
 wait
 LANE=main; log "$STAGE done"

@@ -25,6 +25,10 @@ def command(
     batch_size: int = typer.Option(16, "--batch-size", help="Patches per batch."),
     patch_size: int = typer.Option(32, "--patch-size", help="LR patch size in pixels (HR patch = scale x this)."),
     lr: float = typer.Option(5e-4, "--lr", help="Peak Adam learning rate."),
+    beta2: float = typer.Option(0.99, "--beta2", help="Adam beta2 (E2FIF's official code uses 0.999)."),
+    loss_range: float = typer.Option(
+        255.0, "--loss-range", help="L1 on pixel values 0..N (255: EDSR/E2FIF's rgb_range; 1: on [0, 1])."
+    ),
     schedule: str = typer.Option("cosine", "--schedule", help="cosine (to 1% of --lr) or step (x0.5 at 50%, 75%)."),
     warmup: int = typer.Option(50, "--warmup", help="Linear lr warm-up iterations."),
     val_every: int = typer.Option(500, "--val-every", help="Validate on Set5 every N iterations (0: only at the end)."),
@@ -66,6 +70,8 @@ def command(
         batch_size=batch_size,
         patch_size=patch_size,
         lr=lr,
+        beta2=beta2,
+        loss_range=loss_range,
         schedule=schedule,
         warmup=warmup,
         val_every=val_every,
