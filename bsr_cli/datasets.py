@@ -5,34 +5,36 @@
 1. ``data_dir`` (the ``--data-dir`` flag) or ``$BSR_DATA_DIR``: a folder holding ``<Name>/`` subfolders of HR
    images (``../shared/datasets/benchmark`` has this layout);
 2. the cache, ``$BSR_CACHE_DIR/datasets/<Name>/`` or ``platformdirs.user_cache_dir("bsr")/datasets/<Name>/``;
-3. a download of the public archive into the cache (rich progress bar on stderr; ``.part`` file then rename;
-   extraction into a temporary folder then rename), unless ``BSR_OFFLINE=1``.
+3. a download of the public archive into the cache with ``bsr_cli.files.download`` (the downloader weights use:
+   resume, size + sha256 check, atomic rename, lock), extracted into a temporary folder then renamed, unless
+   offline (``bsr_cli.files.is_offline``).
 
-Checksums: the archives' sha256 were not available when this registry was written, so ``sha256`` is ``None``
-and a download is verified by its image count; fill in a value to have it checked.
+Checksums: nothing is downloaded unverified. An entry needs a pinned ``sha256`` (and ``bytes``) of its
+archive; the sources publish none that bsr could check when this registry was written, so every ``sha256``
+is ``None`` and such a dataset is refused with a one-line reason (exit code 3) that says where to put the
+images by hand. Pin a value measured on a trusted copy to enable the download; the image count is checked too.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bsr_cli.errors import BsrError
-from bsr_cli.imageio import IMAGE_EXTENSIONS
+from bsr_cli import files
+from bsr_cli.errors import BsrError, DownloadError
+from bsr_cli.files import cache_root, is_image_name, list_images  # noqa: F401  (re-exported for callers)
 
 _HF = "https://huggingface.co/datasets/eugenesiow/{repo}/resolve/main/data/{repo}_HR.tar.gz"
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """One benchmark: canonical folder name, expected HR image count, public archive URL and its sha256."""
+    """One benchmark: canonical folder name, expected HR image count, public archive URL, its pinned sha256
+    (None: not pinned, so never downloaded) and byte size."""
 
     name: str
     count: int
@@ -40,6 +42,7 @@ class DatasetInfo:
     sha256: str | None
     aliases: tuple[str, ...] = ()
     note: str = ""
+    bytes: int | None = None
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -78,24 +81,6 @@ def get_dataset(name: str) -> DatasetInfo:
     raise BsrError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
 
 
-def cache_root() -> Path:
-    """``$BSR_CACHE_DIR`` or ``platformdirs.user_cache_dir("bsr")``."""
-    env = os.environ.get("BSR_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("bsr"))
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (by extension, sorted by name); hidden files are skipped."""
-    return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-
-
 def _find_subfolder(root: Path, info: DatasetInfo) -> Path | None:
     """``root/<Name>`` matched case-insensitively against the name and its aliases."""
     if not root.is_dir():
@@ -105,10 +90,6 @@ def _find_subfolder(root: Path, info: DatasetInfo) -> Path | None:
         if child.is_dir() and child.name.lower() in wanted:
             return child
     return None
-
-
-def _offline() -> bool:
-    return os.environ.get("BSR_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def resolve_dataset(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -127,20 +108,14 @@ def resolve_dataset(name: str, data_dir: str | os.PathLike | None = None) -> lis
     cached = cache_root() / "datasets" / info.name
     if cached.is_dir():
         return _nonempty(cached, info)
-    if _offline():
-        raise BsrError(
-            f"dataset {info.name} is not available offline (BSR_OFFLINE=1): "
-            "pass --data-dir DIR or set BSR_DATA_DIR to a folder holding <Name>/ subfolders of HR images"
-        )
-    try:
-        download_dataset(info, cached)
-    except BsrError:
-        raise
-    except Exception as exc:  # network, archive, disk errors
-        raise BsrError(
-            f"cannot get dataset {info.name} ({' '.join(str(exc).split()) or type(exc).__name__}); "
-            "pass --data-dir DIR or set BSR_DATA_DIR to a folder holding <Name>/ subfolders of HR images"
-        ) from None
+    hint = (f"put its HR images in {cached}, or pass --data-dir DIR (or set BSR_DATA_DIR) "
+            "to a folder holding <Name>/ subfolders of HR images")
+    if files.is_offline():
+        raise DownloadError(f"dataset {info.name} is not available offline (BSR_OFFLINE is set): {hint}")
+    if not info.sha256:
+        raise DownloadError(f"dataset {info.name} has no pinned sha256, so bsr will not download {info.url} "
+                            f"unverified: {hint}")
+    download_dataset(info, cached)
     return _nonempty(cached, info)
 
 
@@ -152,24 +127,22 @@ def _nonempty(folder: Path, info: DatasetInfo) -> list[Path]:
 
 
 def download_dataset(info: DatasetInfo, dest: Path) -> None:
-    """Download ``info.url`` and install its HR images flat into ``dest`` (atomic rename of a temp folder)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Download ``info.url`` (verified against ``info.sha256``) and install its HR images flat into ``dest``
+    (extraction into a temporary folder, then one rename). Refused without a pinned sha256."""
     archive = dest.parent / f"{info.name}{_archive_suffix(info.url)}"
-    if not archive.exists():
-        _download(info.url, archive)
-    if info.sha256 is not None:
-        digest = _sha256(archive)
-        if digest != info.sha256:
-            archive.unlink()
-            raise BsrError(f"dataset {info.name}: checksum mismatch for {info.url} (got {digest})")
+    files.download([info.url], archive, info.sha256, info.bytes, label=f"dataset {info.name}")
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{info.name}."))
     try:
         extracted = tmp / "x"
-        _extract(archive, extracted)
+        try:
+            _extract(archive, extracted)
+        except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
+            raise BsrError(f"dataset {info.name}: cannot extract {archive} ({' '.join(str(exc).split())}); "
+                           "delete it and run again") from None
         images = tmp / "images"
         images.mkdir()
         for p in sorted(extracted.rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+            if p.is_file() and is_image_name(p) and not p.name.startswith("."):
                 p.rename(images / p.name)
         count = len(list_images(images))
         if count != info.count:
@@ -185,37 +158,6 @@ def _archive_suffix(url: str) -> str:
         if url.endswith(suffix):
             return suffix
     return ".archive"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _download(url: str, dest: Path) -> None:
-    """Stream ``url`` to ``dest.part`` with a progress bar on stderr, then rename to ``dest``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    part = dest.with_name(dest.name + ".part")
-    console = Console(file=sys.stderr)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with Progress(
-                TextColumn("downloading {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                console=console, disable=not console.is_terminal, transient=True,
-            ) as progress:
-                task = progress.add_task(dest.name, total=total)
-                for block in iter(lambda: resp.read(1 << 16), b""):
-                    out.write(block)
-                    progress.advance(task, len(block))
-        os.replace(part, dest)
-    finally:
-        part.unlink(missing_ok=True)
 
 
 def _extract(archive: Path, dest: Path) -> None:

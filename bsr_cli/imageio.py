@@ -3,19 +3,23 @@
 ``read_image`` returns a ``LoadedImage`` whose ``pixels`` are an (H, W, C) numpy array, C = 1 (gray) or 3 (RGB),
 dtype uint8 (``bit_depth`` 8, range [0, 255]) or uint16 (``bit_depth`` 16, range [0, 65535]); alpha, if any, is
 kept apart in ``alpha`` (H, W) with the same dtype. EXIF orientation is applied to the pixels (and the
-orientation tag of the returned ``exif`` reset to 1). Pillow decodes everything except 16-bit colour PNGs, which
+orientation tag of the returned ``exif`` reset to 1). Only portable EXIF is kept (``_portable_exif``: descriptive
+IFD0 tags, the Exif and GPS sub-IFDs minus pixel dimensions), never a TIFF's structural tags, so any output
+format can hold it. Animated and multi-page files are refused (one image per file), not cut to their first
+frame. Any undecodable file raises ``BsrError`` with one line, and no Python warning escapes. Pillow decodes everything except 16-bit colour PNGs, which
 it truncates to 8 bits: those are decoded here from the PNG chunks (``_decode_png16``).
 
 ``to_float_tensor`` / ``from_float_tensor`` convert to and from a (1, C, H, W) float32 tensor in [0, 1] with the
-explicit divisor 255 or 65535. ``write_image`` writes atomically (temporary file in the target folder, then
-``os.replace``), so an interrupted write never leaves a partial image behind.
+explicit divisor 255 or 65535. ``write_image`` writes atomically (``bsr_cli.files.atomic_write``: temporary file
+in the target folder, then ``os.replace``), so an interrupted write never leaves a partial image behind.
 """
 from __future__ import annotations
 
 import io
 import os
+import re
 import struct
-import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +28,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bsr_cli.errors import BsrError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+from bsr_cli.errors import BsrError, os_reason
+from bsr_cli.files import IMAGE_EXTENSIONS, atomic_write  # noqa: F401  (IMAGE_EXTENSIONS re-exported)
 
 # file extension -> Pillow format name
 _FORMATS = {
@@ -40,6 +43,12 @@ _FORMATS = {
 }
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_ORIENTATION = 0x0112
+# IFD0 tags that describe the picture rather than its storage (TIFF 6.0 / EXIF 2.3): ImageDescription, Make,
+# Model, Orientation, Software, DateTime, Artist, HostComputer, Copyright. Everything else in IFD0 (ImageWidth,
+# StripOffsets, Compression, BitsPerSample, ...) belongs to the file it came from and breaks a writer.
+_EXIF_KEEP = (0x010E, 0x010F, 0x0110, 0x0112, 0x0131, 0x0132, 0x013B, 0x013C, 0x8298)
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+_EXIF_SUB_DROP = {0xA002, 0xA003, 0xA005}  # PixelXDimension, PixelYDimension (wrong after upscaling), Interop
 _MAX_VALUE = {8: 255, 16: 65535}
 
 
@@ -61,39 +70,88 @@ class LoadedImage:
 
 
 def read_image(path: str | os.PathLike) -> LoadedImage:
-    """Decode an image file; any unreadable file raises ``BsrError("cannot read image <path>: <reason>")``."""
+    """Decode an image file; any unreadable file raises ``BsrError("cannot read image <path>: <reason>")``.
+
+    Never another exception, never a Python warning (Pillow's decoder warnings are silenced here).
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise BsrError(f"cannot read image {path}: {exc.strerror or exc}") from None
+        raise BsrError(f"cannot read image {path}: {os_reason(exc)}") from None
     if not data:
         raise BsrError(f"cannot read image {path}: empty file (0 bytes)")
-    if _is_png16_color(data):
-        return _decode_png16(data, path)
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return _from_pil(im, path)
-    except BsrError:
-        raise
-    except UnidentifiedImageError:
-        raise BsrError(f"cannot read image {path}: not a recognised image format") from None
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError) as exc:
-        raise BsrError(f"cannot read image {path}: {_one_line(exc)}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if _is_png16_color(data):
+                return _decode_png16(data, path)
+            with Image.open(io.BytesIO(data)) as im:
+                _refuse_animation(im, path)
+                im.load()
+                return _from_pil(im, path)
+        except BsrError:
+            raise
+        except UnidentifiedImageError:
+            raise BsrError(f"cannot read image {path}: not a recognised image format") from None
+        except Image.DecompressionBombError:
+            raise BsrError(f"cannot read image {path}: more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels, "
+                           "refused as a possible decompression bomb") from None
+        except MemoryError:
+            raise BsrError(f"cannot read image {path}: not enough memory to decode it") from None
+        except Exception as exc:  # noqa: BLE001 - any decoder failure on hostile bytes is a damaged file
+            raise BsrError(f"cannot read image {path}: damaged or unsupported image data ({_one_line(exc)}); "
+                           "re-save or re-download it") from None
+
+
+def _refuse_animation(im: Image.Image, path: Path) -> None:
+    """Animated GIF/PNG/WebP and multi-page TIFF hold several images: refuse rather than keep the first."""
+    frames = int(getattr(im, "n_frames", 1) or 1)
+    if frames <= 1 or im.format not in ("GIF", "PNG", "WEBP", "TIFF"):
+        return  # (MPO: a JPEG with a preview/depth frame is one picture)
+    what = f"multi-page TIFF ({frames} pages)" if im.format == "TIFF" else f"animated {im.format} ({frames} frames)"
+    raise BsrError(f"cannot read image {path}: {what}; bsr upscales one still image per file: split it into "
+                   "single images first (e.g. ffmpeg -i in.gif frame_%04d.png) and upscale those")
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    """The decoder's message on one line, without ``[Errno N]`` (never the exception's class name)."""
+    text = re.sub(r"\[Errno -?\d+\]\s*", "", " ".join(str(exc).split()))
+    return text[:160] or "no details"
 
 
 def _exif_bytes(im: Image.Image) -> bytes | None:
-    """The image's EXIF as bytes with the orientation tag set to 1 (the image itself is not modified)."""
-    exif = im.getexif()
-    if not exif:
+    """The image's portable EXIF as bytes, orientation set to 1 (the image itself is not modified)."""
+    try:
+        exif = im.getexif()
+    except Exception:  # noqa: BLE001 - malformed EXIF: drop it rather than fail the image
         return None
-    return _reset_orientation(exif.tobytes())
+    return _portable_exif(exif) if exif else None
+
+
+def _portable_exif(src: Image.Exif) -> bytes | None:
+    """EXIF any output format can hold: ``_EXIF_KEEP`` tags of IFD0 (orientation reset to 1) plus the Exif
+    sub-IFD (minus pixel dimensions) and the GPS sub-IFD. None when nothing is left or the EXIF is malformed."""
+    try:
+        out = Image.Exif()
+        for tag in _EXIF_KEEP:
+            if tag in src:
+                out[tag] = src[tag]
+        if _EXIF_ORIENTATION in out:
+            out[_EXIF_ORIENTATION] = 1
+        sub = {k: v for k, v in src.get_ifd(_EXIF_IFD).items() if k not in _EXIF_SUB_DROP}
+        if sub:
+            out[_EXIF_IFD] = sub
+        gps = dict(src.get_ifd(_GPS_IFD))
+        if gps:
+            out[_GPS_IFD] = gps
+        if not len(out):
+            return None
+        data = out.tobytes()
+        Image.Exif().load(data)  # what we write must read back
+        return data
+    except Exception:  # noqa: BLE001 - malformed EXIF: drop it rather than fail the image
+        return None
 
 
 def _from_pil(im: Image.Image, path: Path) -> LoadedImage:
@@ -238,14 +296,13 @@ def _decode_png16(data: bytes, path: Path) -> LoadedImage:
 
 
 def _reset_orientation(exif: bytes) -> bytes | None:
+    """Raw EXIF bytes (a PNG eXIf chunk) -> portable EXIF with orientation 1, or None."""
     e = Image.Exif()
     try:
         e.load(exif)
-    except Exception:  # malformed EXIF: drop it rather than fail the image
+    except Exception:  # noqa: BLE001 - malformed EXIF: drop it rather than fail the image
         return None
-    if _EXIF_ORIENTATION in e:
-        e[_EXIF_ORIENTATION] = 1
-    return e.tobytes()
+    return _portable_exif(e)
 
 
 def _png_chunk(ctype: bytes, body: bytes) -> bytes:
@@ -347,7 +404,7 @@ def write_image(
         data = _encode_png16(arr, icc_profile, exif)
     else:
         data = _encode_pil(arr, fmt, bit_depth, icc_profile, exif)
-    _atomic_write(path, data)
+    atomic_write(path, data)
     return path
 
 
@@ -369,23 +426,3 @@ def _encode_pil(arr: np.ndarray, fmt: str, bit_depth: int, icc_profile: bytes | 
     buf = io.BytesIO()
     im.save(buf, format=fmt, **options)
     return buf.getvalue()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
-    parent = path.parent if str(path.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

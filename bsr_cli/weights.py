@@ -12,49 +12,32 @@ byte size and full sha256 before use.
 Environment (read at call time):
   BSR_CACHE_DIR    cache root (weights go to `$BSR_CACHE_DIR/weights`).
   BSR_WEIGHTS_URL  mirror base URL(s), comma-separated; `<base>/<file>` is tried before the entry's urls.
-  BSR_OFFLINE=1    never touch the network; a missing file fails with the exact path to put it at.
+  BSR_OFFLINE=1    never touch the network; a missing file fails with the exact path to put it at
+                   (the one rule of `bsr_cli.files.is_offline`, shared with datasets).
+The cache root, sha256, the offline rule and the downloader itself live in `bsr_cli.files`.
 """
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
-import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from bsr_cli import files
 from bsr_cli.errors import BsrError
+from bsr_cli.files import cache_root, is_offline, matches, sha256_file  # noqa: F401  (re-exported, used by callers)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MANIFEST_PATH = PACKAGE_DIR / "data" / "weights_manifest.json"
 BUNDLED_DIR = PACKAGE_DIR / "weights"
 RELEASE_URL = "https://github.com/bsr-project/bsr/releases/download/v{version}/{file}"
-_CHUNK = 1 << 16
-_TIMEOUT_S = 30
 
 
 # --------------------------------------------------------------------------------------------- places
-def cache_root() -> Path:
-    """`$BSR_CACHE_DIR` if set, else the platform's user cache dir for bsr (e.g. ~/.cache/bsr)."""
-    env = os.environ.get("BSR_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("bsr"))
-
-
 def cache_dir() -> Path:
     """Where downloaded checkpoints live: `<cache root>/weights`."""
     return cache_root() / "weights"
-
-
-def is_offline() -> bool:
-    """True when `BSR_OFFLINE` is set to 1/true/yes/on."""
-    return os.environ.get("BSR_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def safe_filename(entry: dict) -> str:
@@ -175,23 +158,9 @@ def pretrained_summary() -> dict[str, list[dict]]:
 
 
 # --------------------------------------------------------------------------------------------- verify
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify(path: str | Path, entry: dict) -> bool:
     """True when `path` exists and matches the entry's byte size and sha256."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    if entry.get("bytes") is not None and path.stat().st_size != int(entry["bytes"]):
-        return False
-    return sha256_file(path) == str(entry.get("sha256", "")).lower()
+    return bool(entry.get("sha256")) and matches(path, entry["sha256"], entry.get("bytes"))
 
 
 def locate(entry: dict) -> tuple[str, Path | None]:
@@ -216,139 +185,14 @@ def candidate_urls(entry: dict) -> list[str]:
     return out
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-class _Progress:
-    """A rich progress bar on stderr (only on a terminal, only when asked for)."""
-
-    def __init__(self, enabled: bool, label: str, total: int | None):
-        self.bar = None
-        if not enabled:
-            return
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            return
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-        self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                            TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True)
-        self.bar.start()
-        self.task = self.bar.add_task(label, total=total)
-
-    def update(self, completed: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=completed)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-class _Corrupt(OSError):
-    """The server's data cannot be the manifest's file (too long, wrong range): the partial file is dropped."""
-
-
-def _fetch(url: str, part: Path, expected: int | None, progress: _Progress, restarted: bool = False) -> None:
-    """Download `url` into `part`, resuming from its current size with an HTTP Range request."""
-    if not url.lower().startswith(("http://", "https://")):
-        raise OSError("only http(s) URLs are supported")
-    start = part.stat().st_size if part.exists() else 0
-    if expected is not None and start > expected:
-        part.unlink()
-        start = 0
-    if expected is not None and start == expected:
-        return  # complete already; the caller verifies it
-    from bsr_cli import __version__
-
-    headers = {"User-Agent": f"bsr/{__version__}"}
-    if start:
-        headers["Range"] = f"bytes={start}-"
-    try:
-        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_TIMEOUT_S)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and start and not restarted:  # our partial file does not fit: start over
-            part.unlink()
-            return _fetch(url, part, expected, progress, restarted=True)
-        raise
-    with resp:
-        status = resp.status or 200
-        if start and status == 206:
-            content_range = resp.headers.get("Content-Range", "")
-            if not content_range.startswith(f"bytes {start}-"):
-                raise _Corrupt(f"server answered the resume request with a wrong range {content_range!r}")
-            mode = "ab"
-        else:
-            start, mode = 0, "wb"  # server ignored Range (200): take the whole file
-        done = start
-        progress.update(done)
-        with open(part, mode) as f:
-            while True:
-                chunk = resp.read(_CHUNK)
-                if not chunk:
-                    break
-                done += len(chunk)
-                if expected is not None and done > expected:
-                    raise _Corrupt(f"server sent more than the manifest's {expected} bytes")
-                f.write(chunk)
-                progress.update(done)
-
-
 def download(entry: dict, progress: bool = True) -> Path:
-    """Download the entry's file into the cache and verify it; returns the cached path.
-
-    Tries `BSR_WEIGHTS_URL` mirrors, then the entry's urls. Writes `<file>.part` (resumed with HTTP Range
-    when present), checks size + sha256, then `os.replace`s it into place. A checksum mismatch deletes the
-    partial file. With `BSR_OFFLINE=1` no socket is opened: fails with the path to put the file at.
-    """
+    """Download the entry's file into the cache with ``bsr_cli.files.download`` (resume, size + sha256 check,
+    atomic rename, lock); returns the cached path. Tries `BSR_WEIGHTS_URL` mirrors, then the entry's urls.
+    Offline, no socket is opened and the error names the path to put the file at (exit code 3)."""
     target = cache_path(entry)
-    name = entry.get("name", target.name)
-    if verify(target, entry):
-        return target
-    if is_offline():
-        raise BsrError(f"{name} is not available offline (BSR_OFFLINE=1): put {target.name} "
-                       f"(sha256 {entry.get('sha256', '?')}) at {target}")
-    urls = candidate_urls(entry)
-    if not urls:
-        raise BsrError(f"no download URL for {name}: put {target.name} at {target} or set BSR_WEIGHTS_URL")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
     expected = int(entry["bytes"]) if entry.get("bytes") is not None else None
-    failures = []
-    for url in urls:
-        bar = _Progress(progress, f"{name}", expected)
-        try:
-            _fetch(url, part, expected, bar)
-        except urllib.error.HTTPError as exc:
-            failures.append(f"{url}: HTTP {exc.code}")
-            continue
-        except urllib.error.URLError as exc:
-            failures.append(f"{url}: {_one_line(exc.reason)}")
-            continue
-        except _Corrupt as exc:
-            part.unlink(missing_ok=True)
-            failures.append(f"{url}: {_one_line(exc)}, partial file deleted")
-            continue
-        except OSError as exc:  # timeouts, resets, refused connections
-            failures.append(f"{url}: {_one_line(exc)}")
-            continue
-        finally:
-            bar.close()
-        if verify(part, entry):
-            os.replace(part, target)
-            return target
-        got_bytes = part.stat().st_size if part.exists() else 0
-        if expected is not None and got_bytes < expected:  # cut short: keep the .part to resume next time
-            failures.append(f"{url}: incomplete ({got_bytes} of {expected} bytes; run again to resume)")
-            continue
-        got = sha256_file(part) if part.exists() else "nothing"
-        part.unlink(missing_ok=True)
-        failures.append(f"{url}: checksum mismatch (expected sha256 {entry.get('sha256')}, {expected} bytes; "
-                        f"got {got}, {got_bytes} bytes), file deleted")
-    raise BsrError(f"could not download {name}: " + "; ".join(failures))
+    return files.download(candidate_urls(entry), target, entry.get("sha256"), expected,
+                          label=entry.get("name", target.name), progress=progress)
 
 
 def resolve_checkpoint(name: str | dict, scale: int | None = None, progress: bool = True) -> Path:
