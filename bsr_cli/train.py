@@ -29,25 +29,39 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import re
+import signal
 import sys
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from bsr_cli import train_dist
 from bsr_cli.errors import BsrError
+from bsr_cli.train_data import IMAGE_EXTS, PatchSampler, list_images, load_rgb_uint8, make_pair, to_tensor
+from bsr_cli.train_state import (
+    BEST_WEIGHTS_FILE,
+    STATE_FILE,
+    _atomic_save,
+    _group_names,
+    binary_signs,
+    flip_fraction,
+    init_from_checkpoint,
+    load_state,
+    model_tensors,
+    read_state_info,
+    save_state,
+)
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-STATE_FILE = "state.safetensors"
-BEST_WEIGHTS_FILE = "best.weights.safetensors"
 ADAM_BETAS = (0.9, 0.99)
+__all__ = ["TrainConfig", "train", "TrainingRun", "PatchSampler", "make_pair", "load_rgb_uint8", "list_images",
+           "read_state_info", "STATE_FILE", "train_step", "pixel_l1", "lr_at", "parse_duration"]
 MIN_LR_RATIO = 0.01  # cosine decays to 1 % of the base lr
 STEP_MILESTONES = (0.5, 0.75)  # step schedule: lr x0.5 at these fractions of the run
 BF16_MIN_SPEEDUP = 1.10
@@ -87,6 +101,8 @@ class TrainConfig:
     lr: float = 5e-4
     beta2: float = ADAM_BETAS[1]  # Adam beta2 (E2FIF's official code: 0.999)
     loss_range: float = 255.0  # L1 on pixel values 0..loss_range (runs before this option: 1.0)
+    teacher: str | None = None  # FP teacher (zoo name or checkpoint file) for output distillation
+    distill_weight: float = 1.0  # weight of L1(student, teacher) beside L1(student, HR)
     schedule: str = "cosine"  # cosine | step
     warmup: int = 50  # linear warm-up iterations
     val_every: int = 500
@@ -119,6 +135,8 @@ class TrainConfig:
             raise BsrError("--beta2 must be in (0, 1)")
         if self.loss_range <= 0:
             raise BsrError("--loss-range must be > 0")
+        if self.distill_weight < 0:
+            raise BsrError("--distill-weight must be >= 0")
         if self.schedule not in ("cosine", "step"):
             raise BsrError(f"unknown --schedule {self.schedule!r} (cosine, step)")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -126,108 +144,6 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise BsrError(f"unknown --device {self.device!r} (auto, cpu, cuda)")
 
-
-# --------------------------------------------------------------------------------------------- data
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in ``folder`` (sorted); BsrError when the folder is missing or has none."""
-    path = Path(folder)
-    if not path.is_dir():
-        raise BsrError(f"training folder not found: {path}")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise BsrError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in training folder {path}")
-    return files
-
-
-def load_rgb_uint8(path: Path) -> np.ndarray:
-    """An image file as uint8 (H, W, 3) RGB (gray is replicated, alpha dropped), via ``bsr_cli.imageio``."""
-    from bsr_cli.imageio import read_image
-
-    img = read_image(path).pixels
-    if img.dtype != np.uint8:
-        raise BsrError(f"{path}: training expects 8-bit images, got {img.dtype}")
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img[..., :3])
-
-
-def make_pair(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """(LR, HR) uint8 of one image: HR modcropped, LR = the protocol's MATLAB bicubic rounded to uint8."""
-    from bsr_cli.protocol import bicubic_downscale_uint8, modcrop
-
-    hr = np.ascontiguousarray(modcrop(hr, scale))
-    return bicubic_downscale_uint8(hr, scale), hr
-
-
-def dihedral(img: np.ndarray, t: int) -> np.ndarray:
-    """One of the 8 flips/90-degree rotations of an (H, W, C) array: bit0 h-flip, bit1 v-flip, bit2 transpose."""
-    if t & 1:
-        img = img[:, ::-1]
-    if t & 2:
-        img = img[::-1]
-    if t & 4:
-        img = img.transpose(1, 0, 2)
-    return img
-
-
-class PatchSampler:
-    """In-memory (LR, HR) uint8 pairs and a sampler of random aligned, augmented patch pairs."""
-
-    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], scale: int, patch_size: int):
-        self.scale = scale
-        self.patch_size = patch_size
-        self.pairs = [(lr, hr) for lr, hr in pairs if min(lr.shape[:2]) >= patch_size]
-        if not self.pairs:
-            raise BsrError(f"no training image is large enough for LR patches of {patch_size} px at x{scale}")
-
-    @classmethod
-    def from_folder(cls, folder: str | Path, scale: int, patch_size: int, max_images: int | None = None):
-        """Decode every image of ``folder`` once and make its LR once."""
-        files = list_images(folder)[:max_images]
-        pairs = []
-        for path in files:
-            try:
-                pairs.append(make_pair(load_rgb_uint8(path), scale))
-            except BsrError:
-                raise
-            except Exception as exc:  # unreadable file: say which one
-                raise BsrError(f"cannot read training image {path}: {exc}") from exc
-        return cls(pairs, scale, patch_size)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def crop(self, index: int, y: int, x: int, t: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """The LR patch at LR (y, x) and its HR patch at (scale*y, scale*x), both with transform ``t``."""
-        lr, hr = self.pairs[index]
-        p, s = self.patch_size, self.scale
-        lp = lr[y : y + p, x : x + p]
-        hp = hr[s * y : s * (y + p), s * x : s * (x + p)]
-        return dihedral(lp, t), dihedral(hp, t)
-
-    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A batch: LR uint8 (N, p, p, 3) and HR uint8 (N, s*p, s*p, 3)."""
-        lrs, hrs = [], []
-        for _ in range(batch_size):
-            i = int(rng.integers(len(self.pairs)))
-            h, w = self.pairs[i][0].shape[:2]
-            y = int(rng.integers(h - self.patch_size + 1))
-            x = int(rng.integers(w - self.patch_size + 1))
-            lp, hp = self.crop(i, y, x, int(rng.integers(8)))
-            lrs.append(lp)
-            hrs.append(hp)
-        return np.stack(lrs), np.stack(hrs)
-
-
-def to_tensor(batch: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float (N, C, H, W) in [0, 1] on ``device`` (channels_last strides if asked)."""
-    t = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return t.contiguous(memory_format=fmt)
 
 
 # --------------------------------------------------------------------------------------------- schedule
@@ -286,11 +202,15 @@ def pixel_l1(sr: torch.Tensor, hr: torch.Tensor, loss_range: float = 255.0) -> t
     return torch.nn.functional.l1_loss(sr.float(), hr) * loss_range
 
 
-def train_step(model, optimizer, lr_t, hr_t, device, precision, loss_range: float = 255.0) -> float:
-    """One L1 step; returns the loss in [0, 1] units. Under bf16 the forward runs in autocast, the loss in fp32."""
+def train_step(model, optimizer, lr_t, hr_t, device, precision, loss_range: float = 255.0,
+               teacher_out: torch.Tensor | None = None, distill_weight: float = 1.0) -> float:
+    """One L1 step (plus ``distill_weight`` * L1 to ``teacher_out`` when given); returns the loss in [0, 1] units.
+    Under bf16 the forward runs in autocast, the loss in fp32."""
     with autocast_ctx(device, precision):
         sr = model(lr_t)
     loss = pixel_l1(sr, hr_t, loss_range)
+    if teacher_out is not None:
+        loss = loss + distill_weight * pixel_l1(sr, teacher_out, loss_range)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -339,16 +259,14 @@ def choose_precision(cfg, model, sampler, device, log) -> str:
 
 
 class Set5Validator:
-    """PSNR (Y, crop = scale) of a model on Set5 with the protocol chain; LR made once at construction."""
+    """Mean Set5 PSNR of a model through `bsr eval`'s own chain (``evaluate.score_image``: modcrop, MATLAB
+    bicubic LR as uint8, SR rounded to uint8, PSNR on Y with crop = scale), so a protocol change is made once."""
 
     def __init__(self, folder: Path, scale: int):
-        from bsr_cli.protocol import bicubic_downscale_uint8, modcrop
+        from bsr_cli.evaluate import load_hr
 
         self.scale = scale
-        self.items = []
-        for path in list_images(folder):
-            hr = modcrop(load_rgb_uint8(path), scale)
-            self.items.append((bicubic_downscale_uint8(hr, scale), hr))
+        self.items = [load_hr(path) for path in list_images(folder)]
 
     @classmethod
     def find(cls, data_dir: str | None, scale: int):
@@ -364,136 +282,14 @@ class Set5Validator:
     @torch.no_grad()
     def psnr(self, model: torch.nn.Module, device: torch.device) -> float:
         """Mean Set5 PSNR (dB) in fp32, eval mode; restores the model's train mode."""
-        from bsr_cli.protocol import calculate_psnr, quantize_uint8
+        from bsr_cli.evaluate import model_sr, score_image
 
         was_training = model.training
         model.eval()
-        scores = []
-        for lr, hr in self.items:
-            x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255.0).to(device)
-            sr = model(x)[0].float().clamp(0, 1).cpu()
-            sr_u8 = quantize_uint8(sr).transpose(1, 2, 0)
-            scores.append(calculate_psnr(sr_u8, hr, crop_border=self.scale))
+        sr_fn = model_sr(lambda x: model(x.to(device)).float().cpu(), self.scale)
+        scores = [score_image(hr, sr_fn, self.scale)[0] for hr in self.items]
         model.train(was_training)
         return float(np.mean(scores))
-
-
-# --------------------------------------------------------------------------------------------- flips
-
-
-def binary_signs(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Sign bits (W < 0) of every binary conv's latent weight, keyed by module name."""
-    from bsr_cli.checkpoint import binary_convs
-
-    return {name: (conv.weight.detach() < 0).cpu().clone() for name, conv in binary_convs(model).items()}
-
-
-def flip_fraction(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> float | None:
-    """Fraction of binary weights whose sign differs between two `binary_signs` snapshots (None: no binary
-    weights). A stage whose flip fraction stays 0 trains only its FP parts (issue #12's frozen ±1 latents)."""
-    keys = [k for k in before if k in after]
-    total = sum(before[k].numel() for k in keys)
-    if not total:
-        return None
-    return sum(int((before[k] != after[k]).sum()) for k in keys) / total
-
-
-# --------------------------------------------------------------------------------------------- state
-
-
-def _atomic_save(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state dict as plain contiguous fp32-or-native tensors (shared storage broken)."""
-    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-
-
-def save_state(path: Path, model, optimizer, info: dict, np_rng: np.random.Generator) -> None:
-    """Write the resume state to one safetensors file (atomic replace): weights, Adam moments, RNG, JSON info."""
-    tensors = {f"model.{k}": v for k, v in model_tensors(model).items()}
-    opt = optimizer.state_dict()
-    for idx, st in opt["state"].items():
-        for name, val in st.items():
-            tensors[f"opt.{idx}.{name}"] = torch.as_tensor(val).detach().cpu().clone()
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = dict(info)
-    meta["param_groups"] = opt["param_groups"]
-    meta["numpy_rng"] = np_rng.bit_generator.state
-    _atomic_save(tensors, path, {"bsr_train_state": json.dumps(meta)})
-
-
-def read_state_info(path: Path) -> dict:
-    """The JSON part of a resume state file."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if "bsr_train_state" not in meta:
-        raise BsrError(f"{path} is not a bsr training state")
-    return json.loads(meta["bsr_train_state"])
-
-
-def load_state(path: Path, model, optimizer, np_rng: np.random.Generator) -> dict:
-    """Restore model, optimizer, RNG from ``save_state``'s file; returns its info dict."""
-    info = read_state_info(path)
-    tensors = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt_state: dict = {}
-    for key, val in tensors.items():
-        if key.startswith("opt."):
-            _, idx, name = key.split(".", 2)
-            opt_state.setdefault(int(idx), {})[name] = val
-    optimizer.load_state_dict({"state": opt_state, "param_groups": info.pop("param_groups")})
-    torch.set_rng_state(tensors["rng.torch"])
-    np_rng.bit_generator.state = info.pop("numpy_rng")
-    return info
-
-
-def init_from_checkpoint(model: torch.nn.Module, path: str | Path, create_model: Callable, name: str) -> tuple[list, list]:
-    """Copy every parameter/buffer of ``path`` whose name and shape match ``model`` (e.g. x4 head/body -> x2).
-
-    ``path`` is a packed checkpoint (``bsr_cli.checkpoint``; its model is rebuilt at the checkpoint's scale and
-    loaded with ``load_into``) or a training state (``state.safetensors``). Returns (copied, skipped).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise BsrError(f"--init-from: file not found: {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    note = "latents copied as trained (training state)"
-    if "bsr_train_state" in meta:
-        src = {k[6:]: v for k, v in load_file(str(path)).items() if k.startswith("model.")}
-    else:
-        from bsr_cli.checkpoint import load_into, read_metadata
-
-        meta = read_metadata(path)
-        src_model = create_model(meta.get("model", name), int(meta.get("scale", 4)))
-        restored = load_into(src_model, path, latents="trainable").get("latents_restored", {})
-        src = src_model.state_dict()
-        note = "no binary latents"
-        if restored.get("layers"):
-            note = (f"packed file stores signs only: latents of {restored['layers']} binary convs restored at "
-                    f"init magnitude (mean |W| {restored['mean_abs']:.4f}), signs kept")
-    dst = model.state_dict()
-    copied, skipped = [], []
-    for key, val in dst.items():
-        if key in src and tuple(src[key].shape) == tuple(val.shape):
-            dst[key] = src[key].to(val.dtype)
-            copied.append(key)
-        else:
-            skipped.append(key)
-    model.load_state_dict(dst)
-    return copied, skipped, note
-
-
-def _group_names(keys: list[str]) -> str:
-    """A short summary of parameter names by top-level part: 'head 2, body 96, ...'."""
-    counts: dict[str, int] = {}
-    for k in keys:
-        counts[k.split(".")[0]] = counts.get(k.split(".")[0], 0) + 1
-    return ", ".join(f"{part} {n}" for part, n in counts.items()) or "none"
 
 
 # --------------------------------------------------------------------------------------------- logging
@@ -550,6 +346,7 @@ def recipe(cfg: TrainConfig, info: dict, device: torch.device, precision: str, n
         + f", warmup {cfg.warmup}",
         "augment": "flips + 90-degree rotations",
         "init_from": Path(cfg.init_from).name if cfg.init_from else None,
+        "teacher": {"model": cfg.teacher, "weight": cfg.distill_weight, "loss": "L1 to outputs"} if cfg.teacher else None,
         **_continued(cfg, info),
         "seed": cfg.seed,
         "best_set5_psnr": info.get("best_psnr"),
@@ -566,7 +363,7 @@ def _continued(cfg: TrainConfig, info: dict) -> dict:
     from bsr_cli.checkpoint import read_metadata
 
     try:
-        meta = read_metadata(cfg.init_from)
+        meta = read_metadata(resolve_source(cfg.init_from, cfg.scale, "--init-from"))
     except Exception:  # not a bsr checkpoint: nothing to chain
         return {}
     prev = meta.get("training") or meta.get("recipe")
@@ -595,200 +392,322 @@ def _device_name(device: torch.device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
-def _pack(model, path: Path, cfg: TrainConfig, rec: dict, log) -> bool:
-    """Write a packed checkpoint with the recipe metadata; False (with a note) if the packer is unavailable."""
-    try:
-        from bsr_cli.checkpoint import save_checkpoint
-    except ImportError as exc:
-        log(f"packed checkpoint {path.name} not written ({exc}); run again with --resume to write it")
-        return False
-    save_checkpoint(model, path, {"model": cfg.model, "scale": cfg.scale, "training": rec})
-    return True
+class _ProgressBar:
+    """A rich bar on a terminal (iterations, or seconds of a time budget); nothing otherwise."""
+
+    def __init__(self, console, cfg: TrainConfig, start: float):
+        self.bar = None
+        if console is None:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.by_iters = cfg.iters is not None
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        )
+        self.bar.start()
+        total = cfg.iters if self.by_iters else cfg.time_budget
+        self.task = self.bar.add_task(f"{cfg.model} x{cfg.scale}", total=total, completed=start, stats="")
+
+    def update(self, step: int, elapsed: float, stats: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step if self.by_iters else elapsed, stats=stats)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+class _StopRequest:
+    """SIGTERM / SIGINT while training: finish the current step, save the state, exit 130 (resume continues
+    exactly). Installed only in the main thread; the previous handlers come back on `restore`."""
+
+    def __init__(self):
+        self.requested = False
+        self.old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
+def resolve_source(text: str, scale: int, what: str) -> Path:
+    """A checkpoint given as a file, or as a zoo name (``srresnet-fp`` -> its x`scale` checkpoint, bundled or
+    downloaded): the FP twin for --init-from, a teacher for --teacher."""
+    path = Path(text)
+    if path.is_file():
+        return path
+    from bsr_cli.models import list_models
+
+    if text in list_models():
+        from bsr_cli.weights import resolve_checkpoint
+
+        return Path(resolve_checkpoint(text, scale))
+    raise BsrError(f"{what}: {text} is neither a file nor a model name with a x{scale} checkpoint")
+
+
+def load_teacher(cfg: TrainConfig, create_model: Callable, device: torch.device) -> torch.nn.Module | None:
+    """The frozen FP teacher of --teacher (eval mode, no gradients), or None."""
+    if not cfg.teacher:
+        return None
+    from bsr_cli.checkpoint import load_into, read_metadata
+
+    path = resolve_source(cfg.teacher, cfg.scale, "--teacher")
+    meta = read_metadata(path)
+    if int(meta.get("scale", cfg.scale)) != cfg.scale:
+        raise BsrError(f"--teacher {path} is a x{meta.get('scale')} checkpoint; this run is x{cfg.scale}")
+    teacher = create_model(meta.get("model", cfg.teacher), cfg.scale)
+    load_into(teacher, path)
+    teacher.requires_grad_(False)
+    return teacher.to(device).eval()
+
+
+class TrainingRun:
+    """One run of `train`: set-up (new, resumed or initialised), the loop, validation, state and the end files.
+
+    Every rank of a distributed run (``bsr_cli.train_dist``) builds the same run; rank 0 alone logs, validates
+    and writes.
+    """
+
+    def __init__(self, cfg: TrainConfig, create_model: Callable):
+        cfg.check()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.cfg, self.create_model = cfg, create_model
+        self.out = Path(cfg.out_dir)
+        self.state_path = self.out / STATE_FILE
+        if self.state_path.exists() and not cfg.resume:
+            raise BsrError(f"{self.out} already holds a run: pass --resume to continue it or choose another --out")
+        self.dist, rank_device = train_dist.setup(cfg.device)
+        torch.manual_seed(cfg.seed)  # before the model is built: its init is part of the seeded run
+        try:
+            self.model = create_model(cfg.model, cfg.scale)
+        except BsrError:
+            raise
+        except (KeyError, ValueError) as exc:
+            raise BsrError(f"cannot create model {cfg.model!r} at x{cfg.scale}: {exc}") from exc
+        self.sampler = PatchSampler.from_folder(cfg.train_dir, cfg.scale, cfg.patch_size, cfg.max_images)
+        self.device = rank_device or pick_device(cfg.device)
+        seed = cfg.seed if self.dist.rank == 0 else [cfg.seed, self.dist.rank]
+        self.np_rng = np.random.default_rng(seed)
+        console = None
+        if sys.stderr.isatty() and self.dist.main:
+            from rich.console import Console
+
+            console = Console(stderr=True)
+        self.console = console
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
+        self.log = RunLog(self.out / "train.log", console) if self.dist.main else (lambda *a, **k: None)
+        self.model = self.model.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(ADAM_BETAS[0], cfg.beta2))
+        self.info = {"step": 0, "elapsed": 0.0, "best_psnr": None, "best_step": None, "precision": None,
+                     "history": []}
+        self._start()
+        self.teacher = load_teacher(cfg, create_model, self.device)
+        if self.teacher is not None:
+            self.log(f"distillation: L1 to the outputs of {cfg.teacher} (weight {cfg.distill_weight:g}) + L1 to HR")
+        precision = self.info.get("precision") or choose_precision(cfg, self.model, self.sampler, self.device,
+                                                                   self.log)
+        self.precision = self.dist.broadcast(precision)
+        self.info["precision"] = self.precision
+        self.channels_last = self.precision == "bf16"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.net = self.dist.wrap(self.model, self.device)  # what forward/backward run through
+        self.validator = Set5Validator.find(cfg.data_dir, cfg.scale) if self.dist.main else None
+        if self.validator is None and self.dist.main:
+            self.log(f"note: no Set5 under --data-dir {cfg.data_dir!r}: validation skipped")
+        world = f", {self.dist.world} processes (global batch {self.dist.world * cfg.batch_size})" \
+            if self.dist.enabled else ""
+        self.log(
+            f"device {_device_name(self.device)}, precision {self.precision}"
+            f"{'+channels_last' if self.channels_last else ''}, batch {cfg.batch_size}, LR patch {cfg.patch_size}, "
+            f"lr {cfg.lr:g} {cfg.schedule}, beta2 {cfg.beta2:g}, L1 on 0..{cfg.loss_range:g}, iters {cfg.iters}, "
+            f"time budget {cfg.time_budget}{world}"
+        )
+        self.signs_then = {"step": self.info["step"], "signs": binary_signs(self.model)}
+
+    def _start(self) -> None:
+        """Resume from the state file, or start new (optionally initialised from --init-from)."""
+        cfg = self.cfg
+        if cfg.resume and self.state_path.exists():
+            saved = read_state_info(self.state_path)
+            if saved["config"]["model"] != cfg.model or saved["config"]["scale"] != cfg.scale:
+                raise BsrError(f"{self.state_path} is a run of {saved['config']['model']} x{saved['config']['scale']}")
+            self.info.update(load_state(self.state_path, self.model, self.optimizer, self.np_rng))
+            if self.dist.rank:
+                self.np_rng = np.random.default_rng([cfg.seed, self.dist.rank, self.info["step"]])
+            saved_range = float(saved["config"].get("loss_range", 1.0))
+            if saved_range != cfg.loss_range:
+                self.log(f"note: this run trains with L1 on 0..{saved_range:g}; --loss-range {cfg.loss_range:g} ignored")
+                cfg.loss_range = saved_range
+            self.log(f"resumed {cfg.model} x{cfg.scale} at step {self.info['step']} "
+                     f"({_fmt_time(self.info['elapsed'])} trained)")
+            return
+        self.log(f"new run {cfg.model} x{cfg.scale}: {len(self.sampler)} images from {cfg.train_dir}, out {self.out}")
+        if cfg.init_from:
+            source = resolve_source(cfg.init_from, cfg.scale, "--init-from")
+            copied, skipped, note = init_from_checkpoint(self.model, source, self.create_model, cfg.model)
+            self.log(f"init from {source}: copied {len(copied)} tensors ({_group_names(copied)}); "
+                     f"kept init for {len(skipped)} ({_group_names(skipped)}); {note}")
+
+    # ---- the pieces of the loop
+
+    def done(self) -> bool:
+        cfg, info = self.cfg, self.info
+        over = (cfg.iters is not None and info["step"] >= cfg.iters) or (
+            cfg.time_budget is not None and info["elapsed"] >= cfg.time_budget)
+        return self.dist.any(over) if cfg.time_budget is not None else over
+
+    def save(self) -> None:
+        if self.dist.main:
+            self.info["config"] = asdict(self.cfg)
+            save_state(self.state_path, self.model, self.optimizer, self.info, self.np_rng)
+
+    def flips(self) -> str:
+        """'; X % of binary weights flipped since step S' (recorded in info["flips"]), or '' without binary convs."""
+        now = binary_signs(self.model)
+        frac = flip_fraction(self.signs_then["signs"], now)
+        if frac is None:
+            return ""
+        self.info.setdefault("flips", []).append([self.info["step"], frac])
+        text = f"; {100 * frac:.3f} % of binary weights flipped since step {self.signs_then['step']}"
+        self.signs_then = {"step": self.info["step"], "signs": now}
+        return text
+
+    def validate(self) -> None:
+        if not self.dist.main:
+            return
+        info, step = self.info, self.info["step"]
+        if self.validator is None:
+            text = self.flips()
+            if text:
+                self.log(f"step {step}{text}")
+            return
+        psnr = self.validator.psnr(self.model, self.device)
+        info["history"].append([step, round(psnr, 4)])
+        best = info["best_psnr"] is None or psnr > info["best_psnr"]
+        if best:
+            info["best_psnr"], info["best_step"] = psnr, step
+            _atomic_save(model_tensors(self.model), self.out / BEST_WEIGHTS_FILE, {})
+        self.log(f"step {step}: Set5 PSNR {psnr:.3f} dB{' (best)' if best else ''}{self.flips()}")
+
+    def step(self) -> tuple[float, float]:
+        """One training iteration: (loss in [0, 1] units, lr)."""
+        cfg, info = self.cfg, self.info
+        lr_now = lr_at(cfg, info["step"], run_progress(cfg, info["step"], info["elapsed"]))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_now
+        lr_b, hr_b = self.sampler.sample(cfg.batch_size, self.np_rng)
+        lr_t = to_tensor(lr_b, self.device, self.channels_last)
+        hr_t = to_tensor(hr_b, self.device, self.channels_last)
+        target = None
+        if self.teacher is not None:
+            with torch.no_grad(), autocast_ctx(self.device, self.precision):
+                target = self.teacher(lr_t).float().clamp(0, 1)
+        loss = train_step(self.net, self.optimizer, lr_t, hr_t, self.device, self.precision, cfg.loss_range,
+                          target, cfg.distill_weight)
+        if not math.isfinite(loss):
+            raise BsrError(f"loss became {loss} at step {info['step']}; try a lower --lr")
+        return loss, lr_now
+
+    def loop(self) -> None:
+        cfg, info = self.cfg, self.info
+        bar = _ProgressBar(self.console, cfg, info["step"] if cfg.iters is not None else info["elapsed"]) \
+            if not self.done() else _ProgressBar(None, cfg, 0)
+        stop = _StopRequest()
+        self.model.train()
+        window: list[float] = []
+        t_last, step_last = time.perf_counter(), info["step"]
+        try:
+            while not self.done():
+                t0 = time.perf_counter()
+                loss, lr_now = self.step()
+                info["step"] += 1
+                info["elapsed"] += time.perf_counter() - t0
+                info["losses"] = (info.get("losses", []) + [round(loss, 6)])[-1000:]
+                window.append(loss)
+                step = info["step"]
+                if step % cfg.log_every == 0 or self.done():
+                    now = time.perf_counter()
+                    its = (step - step_last) / max(now - t_last, 1e-9)
+                    t_last, step_last = now, step
+                    left = [(cfg.iters - step) / max(its, 1e-9)] if cfg.iters is not None else []
+                    left += [cfg.time_budget - info["elapsed"]] if cfg.time_budget is not None else []
+                    self.log(f"step {step}{'/' + str(cfg.iters) if cfg.iters else ''} loss {np.mean(window):.5f} "
+                             f"lr {lr_now:.3g} {its:.2f} it/s eta {_fmt_time(min(left))}", echo=self.console is None)
+                    window = []
+                if cfg.val_every and step % cfg.val_every == 0:
+                    self.validate()
+                if step % cfg.save_every == 0:
+                    self.save()
+                bar.update(step, info["elapsed"], f"loss {loss:.4f} lr {lr_now:.2g}")
+                if self.dist.any(stop.requested):
+                    self.save()
+                    self.log(f"stopped at step {step}: state saved in {self.state_path}; continue with --resume")
+                    raise KeyboardInterrupt
+        finally:
+            bar.stop()
+            stop.restore()
+        if not info["history"] or info["history"][-1][0] != info["step"]:
+            self.validate()
+        self.save()
+
+    def finish(self) -> dict:
+        """Write final.safetensors, best.safetensors (packed) and summary.json (rank 0); returns the summary."""
+        cfg, info = self.cfg, self.info
+        summary = {"model": cfg.model, "scale": cfg.scale}
+        if self.dist.main:
+            summary = finalize(cfg, self.model, info, self.device, self.precision, len(self.sampler), self.log,
+                               self.create_model)
+        self.dist.barrier()
+        return summary
 
 
 def train(cfg: TrainConfig, create_model: Callable | None = None) -> dict:
     """Run (or resume, or just finalise) one training run; returns the summary dict (also in summary.json)."""
-    cfg.check()
     if create_model is None:
         from bsr_cli.models import create_model
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out_dir)
-    state_path = out / STATE_FILE
-    if state_path.exists() and not cfg.resume:
-        raise BsrError(f"{out} already holds a run: pass --resume to continue it or choose another --out")
-    torch.manual_seed(cfg.seed)  # before the model is built: its init is part of the seeded run
+    run = TrainingRun(cfg, create_model)
     try:
-        model = create_model(cfg.model, cfg.scale)
-    except BsrError:
-        raise
-    except (KeyError, ValueError) as exc:
-        raise BsrError(f"cannot create model {cfg.model!r} at x{cfg.scale}: {exc}") from exc
-    sampler = PatchSampler.from_folder(cfg.train_dir, cfg.scale, cfg.patch_size, cfg.max_images)
-    out.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
-    np_rng = np.random.default_rng(cfg.seed)
-
-    interactive = sys.stderr.isatty()
-    console = None
-    if interactive:
-        from rich.console import Console
-
-        console = Console(stderr=True)
-    log = RunLog(out / "train.log", console)
-    model = model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(ADAM_BETAS[0], cfg.beta2))
-
-    info = {"step": 0, "elapsed": 0.0, "best_psnr": None, "best_step": None, "precision": None, "history": []}
-    if cfg.resume and state_path.exists():
-        saved = read_state_info(state_path)
-        if saved["config"]["model"] != cfg.model or saved["config"]["scale"] != cfg.scale:
-            raise BsrError(f"{state_path} is a run of {saved['config']['model']} x{saved['config']['scale']}")
-        info.update(load_state(state_path, model, optimizer, np_rng))
-        saved_range = float(saved["config"].get("loss_range", 1.0))
-        if saved_range != cfg.loss_range:
-            log(f"note: this run trains with L1 on 0..{saved_range:g}; --loss-range {cfg.loss_range:g} ignored")
-            cfg.loss_range = saved_range
-        log(f"resumed {cfg.model} x{cfg.scale} at step {info['step']} ({_fmt_time(info['elapsed'])} trained)")
-    else:
-        log(f"new run {cfg.model} x{cfg.scale}: {len(sampler)} images from {cfg.train_dir}, out {out}")
-        if cfg.init_from:
-            copied, skipped, note = init_from_checkpoint(model, cfg.init_from, create_model, cfg.model)
-            log(f"init from {cfg.init_from}: copied {len(copied)} tensors ({_group_names(copied)}); "
-                f"kept init for {len(skipped)} ({_group_names(skipped)}); {note}")
-
-    precision = info.get("precision") or choose_precision(cfg, model, sampler, device, log)
-    info["precision"] = precision
-    channels_last = precision == "bf16"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    validator = Set5Validator.find(cfg.data_dir, cfg.scale)
-    if validator is None:
-        log(f"note: no Set5 under --data-dir {cfg.data_dir!r}: validation skipped")
-    log(
-        f"device {_device_name(device)}, precision {precision}{'+channels_last' if channels_last else ''}, "
-        f"batch {cfg.batch_size}, LR patch {cfg.patch_size}, lr {cfg.lr:g} {cfg.schedule}, "
-        f"iters {cfg.iters}, time budget {cfg.time_budget}"
-    )
-
-    def done() -> bool:
-        return (cfg.iters is not None and info["step"] >= cfg.iters) or (
-            cfg.time_budget is not None and info["elapsed"] >= cfg.time_budget
-        )
-
-    def save() -> None:
-        info["config"] = asdict(cfg)
-        save_state(state_path, model, optimizer, info, np_rng)
-
-    signs_then = {"step": info["step"], "signs": binary_signs(model)}
-
-    def flips() -> str:
-        now = binary_signs(model)
-        frac = flip_fraction(signs_then["signs"], now)
-        if frac is None:
-            return ""
-        info.setdefault("flips", []).append([info["step"], frac])
-        text = f"; {100 * frac:.3f} % of binary weights flipped since step {signs_then['step']}"
-        signs_then.update(step=info["step"], signs=now)
-        return text
-
-    def validate() -> None:
-        if validator is None:
-            flip_text = flips()
-            if flip_text:
-                log(f"step {info['step']}{flip_text}")
-            return
-        psnr = validator.psnr(model, device)
-        info["history"].append([info["step"], round(psnr, 4)])
-        best = info["best_psnr"] is None or psnr > info["best_psnr"]
-        if best:
-            info["best_psnr"], info["best_step"] = psnr, info["step"]
-            _atomic_save(model_tensors(model), out / BEST_WEIGHTS_FILE, {})
-        log(f"step {info['step']}: Set5 PSNR {psnr:.3f} dB{' (best)' if best else ''}{flips()}")
-
-    progress = None
-    if interactive and not done():
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-        )
-        total = cfg.iters if cfg.iters is not None else cfg.time_budget
-        progress.start()
-        task = progress.add_task(f"{cfg.model} x{cfg.scale}", total=total, completed=0, stats="")
-    model.train()
-    loss_window: list[float] = []
-    t_last, step_last = time.perf_counter(), info["step"]
-    try:
-        while not done():
-            t0 = time.perf_counter()
-            lr_now = lr_at(cfg, info["step"], run_progress(cfg, info["step"], info["elapsed"]))
-            for group in optimizer.param_groups:
-                group["lr"] = lr_now
-            lr_b, hr_b = sampler.sample(cfg.batch_size, np_rng)
-            loss = train_step(
-                model, optimizer, to_tensor(lr_b, device, channels_last), to_tensor(hr_b, device, channels_last),
-                device, precision, cfg.loss_range,
-            )
-            if not math.isfinite(loss):
-                raise BsrError(f"loss became {loss} at step {info['step']}; try a lower --lr")
-            info["step"] += 1
-            info["elapsed"] += time.perf_counter() - t0
-            info.setdefault("losses", []).append(round(loss, 6))
-            info["losses"] = info["losses"][-1000:]
-            loss_window.append(loss)
-            step = info["step"]
-            if step % cfg.log_every == 0 or done():
-                now = time.perf_counter()
-                its = (step - step_last) / max(now - t_last, 1e-9)
-                t_last, step_last = now, step
-                remaining = []
-                if cfg.iters is not None:
-                    remaining.append((cfg.iters - step) / max(its, 1e-9))
-                if cfg.time_budget is not None:
-                    remaining.append(cfg.time_budget - info["elapsed"])
-                log(
-                    f"step {step}{'/' + str(cfg.iters) if cfg.iters else ''} loss {np.mean(loss_window):.5f} "
-                    f"lr {lr_now:.3g} {its:.2f} it/s eta {_fmt_time(min(remaining))}",
-                    echo=not interactive,
-                )
-                loss_window = []
-            if cfg.val_every and step % cfg.val_every == 0:
-                validate()
-            if step % cfg.save_every == 0:
-                save()
-            if progress is not None:
-                done_units = step if cfg.iters is not None else info["elapsed"]
-                progress.update(task, completed=done_units, stats=f"loss {loss:.4f} lr {lr_now:.2g}")
+        run.loop()
+        return run.finish()
     finally:
-        if progress is not None:
-            progress.stop()
-    if not info["history"] or info["history"][-1][0] != info["step"]:
-        validate()
-    save()
-    return finalize(cfg, model, info, device, precision, len(sampler), log, create_model)
+        run.dist.close()
 
 
 def finalize(cfg, model, info, device, precision, n_images, log, create_model) -> dict:
     """Write final.safetensors, best.safetensors (packed) and summary.json."""
+    from bsr_cli.checkpoint import save_checkpoint
+
     out = Path(cfg.out_dir)
     rec = recipe(cfg, info, device, precision, n_images)
     model = model.to(memory_format=torch.contiguous_format).float().eval()
-    packed = _pack(model, out / "final.safetensors", cfg, rec, log)
+    save_checkpoint(model, out / "final.safetensors", {"model": cfg.model, "scale": cfg.scale, "training": rec})
     best_path = out / BEST_WEIGHTS_FILE
-    if packed and best_path.exists():
+    if best_path.exists():
         best_model = create_model(cfg.model, cfg.scale)
         best_model.load_state_dict(load_file(str(best_path)))
         best_rec = dict(rec, iterations=info["best_step"], note=f"best Set5 checkpoint of a {info['step']}-iteration run")
-        _pack(best_model.eval(), out / "best.safetensors", cfg, best_rec, log)
+        save_checkpoint(best_model.eval(), out / "best.safetensors",
+                        {"model": cfg.model, "scale": cfg.scale, "training": best_rec})
     summary = {
         "model": cfg.model,
         "scale": cfg.scale,
         "recipe": rec,
         "set5_history": info["history"],
-        "final": str(out / "final.safetensors") if packed else None,
-        "best": str(out / "best.safetensors") if packed and best_path.exists() else None,
+        "flips": info.get("flips", []),
+        "final": str(out / "final.safetensors"),
+        "best": str(out / "best.safetensors") if best_path.exists() else None,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(

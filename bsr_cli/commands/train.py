@@ -42,16 +42,22 @@ def command(
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (init, patches, augmentation)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its saved state."),
-    init_from: Optional[Path] = typer.Option(
-        None, "--init-from", help="Initialise from a checkpoint (e.g. the x4 one for x2): copies shape-matching tensors."
+    init_from: Optional[str] = typer.Option(
+        None, "--init-from", help="Initialise from a checkpoint file or zoo name (the x4 one for x2, the FP twin "
+        "srresnet-fp): copies tensors whose name and shape match; binary latents restored at a trainable magnitude."
     ),
+    teacher: Optional[str] = typer.Option(
+        None, "--teacher", help="Distil from an FP teacher (zoo name or checkpoint file at the same scale)."
+    ),
+    distill_weight: float = typer.Option(1.0, "--distill-weight", help="Weight of L1(student, teacher output)."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Use only the first N training images."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout."),
 ) -> None:
     """Train MODEL at SCALE: random LR/HR patches (MATLAB bicubic), L1, Adam, cosine/step lr, Set5 validation.
 
     Writes train.log, a resumable state and, at the end, packed final.safetensors and best.safetensors
-    (best Set5 PSNR) into --out.
+    (best Set5 PSNR) into --out. SIGTERM / Ctrl-C save the state after the current step (exit 130).
+    Several processes: torchrun --nproc-per-node N -m bsr_cli train ... (rank 0 validates and writes).
     """
     from bsr_cli.train import TrainConfig, parse_duration, train
 
@@ -83,7 +89,9 @@ def command(
         threads=threads,
         seed=seed,
         resume=resume,
-        init_from=str(init_from) if init_from else None,
+        init_from=init_from,
+        teacher=teacher,
+        distill_weight=distill_weight,
         max_images=max_images,
     )
     summary = train(cfg)
