@@ -6,7 +6,7 @@ values (single-channel images), ``scale`` pixels cropped per side. An unreadable
 ``failures`` (with its path) and the others are still evaluated.
 
 Models: ``bicubic`` is built in (MATLAB bicubic ``imresize`` of the uint8 LR, on the image's own channels). Any
-other name is loaded with ``bsr_cli.weights.load_model(name, scale, backend=...)``, which must return a callable
+other name is loaded with ``bsr_cli.backends.load(name, scale, backend=...)``, which must give a callable
 taking (1, 3, H, W) RGB float32 in [0, 1] and returning (1, 3, sH, sW). Gray images are replicated to 3 channels
 for such a model, and its output is turned back to gray as the mean of the 3 output channels (before rounding).
 """
@@ -26,7 +26,7 @@ from bsr_cli.errors import BsrError
 from bsr_cli.imageio import read_image, to_float_tensor, write_image
 
 SCALES = (2, 3, 4)
-BACKENDS = ("torch", "onnx", "bitpack")
+BACKENDS = ("auto", "torch", "onnx", "bitpack")  # bsr_cli.backends.CHOICES
 
 # uint8 LR (H, W) or (H, W, 3) -> uint8 SR of the same layout, s times larger
 SRFunction = Callable[[np.ndarray], np.ndarray]
@@ -70,20 +70,23 @@ def model_sr(model: Callable[[torch.Tensor], torch.Tensor], scale: int) -> SRFun
     return run
 
 
-def load_sr_function(model_name: str, scale: int, backend: str = "torch") -> SRFunction:
-    """``bicubic`` or a model from ``bsr_cli.weights.load_model`` (imported lazily; may not exist yet)."""
+def load_sr_function(model_name: str, scale: int, backend: str = "auto", threads: int | None = None) -> SRFunction:
+    """``bicubic`` or a model loaded by ``bsr_cli.backends.load`` (``auto``: bitpack for binary-activation models).
+
+    The returned function has an ``info`` dict: what ran (model, backend and why, threads, checkpoint, sha256).
+    """
     if backend not in BACKENDS:
         raise BsrError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if model_name.lower() == "bicubic":
-        return bicubic_sr(scale)
-    try:
-        from bsr_cli.weights import load_model
-    except ImportError:
-        raise BsrError(f"model {model_name} has no weights yet") from None
-    model = load_model(model_name, scale, backend=backend)
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    return model_sr(model, scale)
+        fn = bicubic_sr(scale)
+        fn.info = {"model": "bicubic", "backend": "protocol", "backend_reason": "MATLAB bicubic imresize"}
+        return fn
+    from bsr_cli import backends
+
+    loaded = backends.load(model_name, scale, backend=backend, threads=threads)
+    fn = model_sr(loaded.model, scale)
+    fn.info = loaded.describe()
+    return fn
 
 
 def default_model_name(scale: int) -> str:
@@ -124,9 +127,18 @@ def score_image(hr: np.ndarray, sr_fn: SRFunction, scale: int) -> tuple[float, f
     with protocol_threads():
         lr = protocol.bicubic_downscale_uint8(hr, scale)
     sr = sr_fn(lr)
-    with protocol_threads():
-        psnr, ssim = protocol.calculate_psnr_ssim(sr, hr, crop_border=scale)
+    psnr, ssim = score_sr(sr, hr, scale)
     return psnr, ssim, sr
+
+
+def score_sr(sr: np.ndarray, hr: np.ndarray, scale: int) -> tuple[float, float]:
+    """(PSNR, SSIM) of a uint8 SR image against its modcropped uint8 HR: Y channel (raw values for gray),
+    ``scale`` pixels cropped per side. The one scoring step of ``bsr eval`` and ``bsr upscale --reference``."""
+    if sr.shape != hr.shape:
+        raise BsrError(f"SR is {sr.shape[1]}x{sr.shape[0]} but the reference (modcrop {scale}) is "
+                       f"{hr.shape[1]}x{hr.shape[0]}")
+    with protocol_threads():
+        return protocol.calculate_psnr_ssim(sr, hr, crop_border=scale)
 
 
 def evaluate(
@@ -136,7 +148,7 @@ def evaluate(
     data_dir: str | Path | None = None,
     save_images: str | Path | None = None,
     progress: ProgressFn | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     sr_fn: SRFunction | None = None,
 ) -> dict:
     """Mean PSNR/SSIM of ``model_name`` on ``dataset`` at ``scale``.
@@ -175,4 +187,5 @@ def evaluate(
         "images": len(psnrs),
         "seconds": round(time.perf_counter() - start, 3),
         "failures": failures,
+        "run": dict(getattr(sr_fn, "info", {})),
     }

@@ -21,8 +21,7 @@ them in memory when it loads the file.
 returns the max abs difference to PyTorch on [0, 1]-clamped outputs.
 
 ``OnnxModel(path_or_bytes, threads)`` is a torch-like callable ((1, 3, H, W) float tensor -> tensor) over an
-onnxruntime session with explicit thread counts; ``onnx_backend`` registers it as ``load_model(...,
-backend="onnx")``: the checkpoint is loaded in torch and exported in memory.
+onnxruntime session with explicit thread counts; ``bsr_cli.backends`` uses it for ``--backend onnx``.
 """
 from __future__ import annotations
 
@@ -281,7 +280,8 @@ class OnnxModel:
 
     ``threads``: intra-op threads, set explicitly (default: ``torch.get_num_threads()``, i.e. what ``--threads``
     chose); inter-op 1, sequential execution, all graph optimizations. ``metadata`` holds the file's
-    metadata_props; ``providers`` the providers actually used.
+    metadata_props; ``providers`` the providers actually used. ``bsr_cli.backends`` builds it for
+    ``--backend onnx`` (the checkpoint loaded in torch and exported in memory).
     """
 
     def __init__(self, source: bytes | str | Path, threads: int | None = None):
@@ -315,23 +315,3 @@ class OnnxModel:
 
     def __repr__(self) -> str:
         return f"OnnxModel({self.model_name} x{self.scale}, threads={self.threads}, {self.providers[0]})"
-
-
-def onnx_backend(model_name: str, scale: int, checkpoint: Path) -> OnnxModel:
-    """``weights.load_model(..., backend="onnx")``: load the checkpoint in torch, export in memory, open it."""
-    from bsr_cli import weights
-
-    net = weights.BACKENDS["torch"](model_name, scale, checkpoint)
-    sha = weights.sha256_file(checkpoint) if checkpoint else None
-    _, data = export_onnx(net, None, model_name, scale, checkpoint_sha256=sha, verify=False)
-    return OnnxModel(data)
-
-
-def _register() -> None:
-    from bsr_cli import weights
-
-    if "onnx" not in weights.BACKENDS:
-        weights.register_backend("onnx", onnx_backend)
-
-
-_register()

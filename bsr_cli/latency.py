@@ -12,8 +12,9 @@ median, p90 and min in milliseconds per backend:
 In torch and onnx a binary conv is an ordinary float conv on ±1 values: no 1-bit kernel runs, so a BNN is about
 as fast as its FP twin there (the Eq. 7 BOP savings are not realised). Only ``bitpack`` executes 1-bit math.
 
-For torch-module backends the time is also split per part (head, body, upsampler, tail, other) with forward
-hooks and ``time.perf_counter`` (median over the timed runs).
+``measure_one`` also splits a torch-module backend's time per part (head, body, upsampler, tail, other) with
+forward hooks (median over the timed runs). ``measure`` interleaves the runs of all rows and reports
+``time.process_time`` beside wall time, so a loaded machine shows as CPU time < wall x threads.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch
 
 from bsr_cli.errors import BsrError
 
-BACKENDS = ("torch", "onnx", "bitpack")
+BACKENDS = ("auto", "torch", "onnx", "bitpack")  # bsr_cli.backends.CHOICES
 FP_TWIN = "srresnet-fp"
 PARTS = ("head", "body", "upsampler", "tail")
 FLOAT_MATH_NOTE = ("torch and onnx run binary convs as float math on ±1 values (no 1-bit kernel), so a BNN is "
@@ -50,6 +51,8 @@ class Latency:
     min_ms: float
     parts_ms: dict = field(default_factory=dict)
     note: str = ""
+    reason: str = ""  # why this backend (``auto`` resolved by bsr_cli.backends.choose)
+    cpu_ms: float = 0.0  # median time.process_time per run (all threads): CPU actually used
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -88,7 +91,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def build(model: torch.nn.Module, backend: str, threads: int) -> Callable:
-    """The callable that runs ``model`` on ``backend``."""
+    """The callable that runs ``model`` on ``backend`` (``auto`` resolved first with ``backends.choose``)."""
+    if backend == "auto":
+        from bsr_cli.backends import choose
+
+        backend = choose("auto", model)[0]
     if backend == "torch":
         return model
     if backend == "onnx":
@@ -176,24 +183,68 @@ def measure_one(name: str, scale: int, backend: str, input_hw=(128, 128), runs: 
                    round(1e3 * min(secs), 3), split, note)
 
 
-def measure(name: str, scale: int = 4, backends=("torch", "onnx"), input_hw=(128, 128), runs: int = 20,
+def measure(name: str, scale: int = 4, backends=("auto",), input_hw=(128, 128), runs: int = 20,
             warmup: int = 3, threads: int | None = None, twin: str = FP_TWIN) -> dict:
-    """Latency of ``name`` and of its FP twin on each backend, measured in this one run, with ratios.
+    """Latency of ``name`` and of its FP twin, measured in this one run with the runs interleaved (round-robin
+    over all callables), so machine load hits every row alike; ``ratio_to_twin`` divides the model's median by
+    the twin's.
 
-    The twin runs on torch and onnx (bitpack has nothing to accelerate in an FP net); ``ratio`` divides the
-    model's median by the twin's on the same backend (bitpack: by the twin's torch median).
+    ``auto`` is resolved per model (``bsr_cli.backends.choose``: bitpack for the binary model, the fastest fp32
+    path for the twin). The twin runs on every float backend asked for, and on the fp32 path ``auto`` picks;
+    a bitpack row is divided by the twin on that path (the best fp32 the twin gets).
     """
+    from bsr_cli.backends import choose, float_auto
+    from bsr_cli.models import create_model
+
     threads = int(threads or torch.get_num_threads())
-    rows = [measure_one(name, scale, b, input_hw, runs, warmup, threads) for b in backends]
-    twin_backends = [b for b in dict.fromkeys(["torch" if b == "bitpack" else b for b in backends])]
-    twins = {b: measure_one(twin, scale, b, input_hw, runs, warmup, threads) for b in twin_backends}
-    ratio = {}
+    torch.set_num_threads(threads)
+    net = create_model(name, scale).eval()
+    twin_net = create_model(twin, scale).eval()
+    rows: list[tuple[str, str, str, torch.nn.Module]] = []  # (model, backend, reason, net)
+    for b in dict.fromkeys(backends):
+        chosen, reason = choose(b, net)
+        rows.append((name, chosen, reason, net))
+    fl = float_auto()
+    twin_backends = dict.fromkeys([r[1] if r[1] in ("torch", "onnx") else fl for r in rows])
+    for b in twin_backends:
+        rows.append((twin, b, "fp32 twin" if b != fl else "fp32 twin, auto's fp32 path", twin_net))
+    seen, unique = set(), []
     for r in rows:
-        ref = twins["torch" if r.backend == "bitpack" else r.backend]
+        if (r[0], r[1]) not in seen:
+            seen.add((r[0], r[1]))
+            unique.append(r)
+    fns = [build(r[3], r[1], threads) for r in unique]
+    x = torch.rand(1, 3, *input_hw, generator=torch.Generator().manual_seed(0))
+    wall: list[list[float]] = [[] for _ in fns]
+    cpu: list[list[float]] = [[] for _ in fns]
+    with torch.inference_mode():
+        for fn in fns:
+            for _ in range(warmup):
+                fn(x)
+        for _ in range(runs):
+            for i, fn in enumerate(fns):
+                w0, c0 = time.perf_counter(), time.process_time()
+                fn(x)
+                wall[i].append(time.perf_counter() - w0)
+                cpu[i].append(time.process_time() - c0)
+    results = []
+    for (model, backend, reason, _), secs, cs in zip(unique, wall, cpu):
+        note = "" if backend == "bitpack" or model == twin else "binary convs as float math"
+        results.append(Latency(model, backend, scale, list(input_hw), threads, runs, warmup,
+                               round(1e3 * statistics.median(secs), 3), round(1e3 * percentile(secs, 90), 3),
+                               round(1e3 * min(secs), 3), {}, note, reason, round(1e3 * statistics.median(cs), 3)))
+    mine = [r for r in results if r.model == name]
+    twins = {r.backend: r for r in results if r.model == twin}
+    ratio = {}
+    for r in mine:
+        ref = twins.get(r.backend) or twins[fl]
         ratio[r.backend] = round(r.median_ms / ref.median_ms, 3)
+    import os
+
     return {
         "model": name, "twin": twin, "scale": scale, "input": list(input_hw), "threads": threads,
-        "cpu": cpu_name(), "torch": torch.__version__, "results": [r.as_dict() for r in rows],
+        "cpu": cpu_name(), "isa": bitpack_status()[1], "load_average": [round(v, 2) for v in os.getloadavg()],
+        "torch": torch.__version__, "results": [r.as_dict() for r in mine],
         "twin_results": [t.as_dict() for t in twins.values()], "ratio_to_twin": ratio, "note": FLOAT_MATH_NOTE,
     }
 
@@ -211,18 +262,19 @@ def render(reports: list[dict], console=None) -> None:
     r0 = reports[0]
     h, w = r0["input"]
     table = Table(title=f"latency, x{r0['scale']}, LR input {w}x{h}, batch 1 (ms)", title_justify="left")
-    for col in ("model", "backend", "median", "p90", "min", f"/ {r0['twin']}", "head/body/up/tail/other"):
+    for col in ("model", "backend", "median", "p90", "min", "CPU", f"/ {r0['twin']}", "why"):
         table.add_column(col, justify="left" if col in ("model", "backend") else "right", no_wrap=True)
     for rep in reports:
         rows = [(r, rep["ratio_to_twin"].get(r["backend"])) for r in rep["results"]]
         rows += [(t, None) for t in rep["twin_results"]]
         for r, ratio in rows:
-            p = r["parts_ms"]
-            split = "/".join(f"{p[k]:.1f}" if k in p else "-" for k in (*PARTS, "other")) if p else ""
             table.add_row(r["model"], r["backend"], f"{r['median_ms']:.1f}", f"{r['p90_ms']:.1f}",
-                          f"{r['min_ms']:.1f}", "" if ratio is None else f"{ratio:.2f}x", split)
+                          f"{r['min_ms']:.1f}", f"{r.get('cpu_ms', 0):.1f}",
+                          "" if ratio is None else f"{ratio:.2f}x", r.get("reason", ""))
         table.add_section()
     console.print(table)
-    console.print(f"CPU: {r0['cpu']}; threads: {r0['threads']} (torch.set_num_threads, onnxruntime intra-op); "
-                  f"{r0['results'][0]['warmup']} warm-up + {r0['results'][0]['runs']} timed runs.", highlight=False)
+    console.print(f"CPU: {r0['cpu']} (1-bit kernel: {r0.get('isa', '?')}); load average {r0.get('load_average')}; "
+                  f"threads: {r0['threads']} (torch.set_num_threads, onnxruntime intra-op); "
+                  f"{r0['results'][0]['warmup']} warm-up + {r0['results'][0]['runs']} timed runs, interleaved; "
+                  "CPU = median process_time per run.", highlight=False)
     console.print(f"note: {FLOAT_MATH_NOTE}", highlight=False)

@@ -26,6 +26,7 @@ Output location (what users of Real-ESRGAN/ncnn expect, made safe):
 """
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import time
@@ -36,10 +37,11 @@ from typing import Callable, Iterable
 import numpy as np
 
 from bsr_cli import tiling
-from bsr_cli.errors import BsrError
+from bsr_cli.errors import BsrError, os_reason
+from bsr_cli.files import IMAGE_EXTENSIONS, is_image_name
 
 #: extensions picked up when scanning folders (explicitly named files are always tried)
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_EXTS = set(IMAGE_EXTENSIONS)
 #: output formats that keep 16 bits per channel / an alpha channel
 HIGH_DEPTH_EXTS = {".png", ".tif", ".tiff"}
 ALPHA_EXTS = {".png", ".webp", ".tif", ".tiff"}
@@ -102,18 +104,22 @@ def collect_inputs(specs: Iterable[str], recursive: bool = False,
                    exclude: Path | None = None) -> tuple[list[tuple[Path, Path]], list[Job], list[str]]:
     """Expand files, folders and globs into (file, base folder) pairs.
 
-    Returns (pairs, failed jobs for inputs that do not exist, notes about skipped non-image files).
-    The base folder is the scanned folder for files found inside one (so sub-folders can be mirrored), else
-    the file's own folder. ``exclude`` (the output folder) is never scanned.
+    Returns (pairs, failed jobs, notes). Failed jobs: inputs that do not exist, folders that cannot be
+    listed, image-named entries that cannot be opened (a looping or dangling symbolic link, no permission).
+    Notes: skipped non-image files, and non-image entries or folder links that were not followed. Nothing
+    here raises for one bad entry, so the good images are still processed. The base folder is the scanned
+    folder for files found inside one (so sub-folders can be mirrored), else the file's own folder.
+    ``exclude`` (the output folder) is never scanned; an output folder equal to a scanned folder is a usage
+    error (outputs would overwrite or mix with the inputs).
     """
     pairs: list[tuple[Path, Path]] = []
     failed: list[Job] = []
     notes: list[str] = []
-    seen: set[Path] = set()
-    excl = exclude.resolve() if exclude else None
+    seen: set[str] = set()
+    excl = os.path.realpath(exclude) if exclude else None
 
     def add(path: Path, base: Path) -> None:
-        key = path.resolve()
+        key = os.path.realpath(path)
         if key not in seen:
             seen.add(key)
             pairs.append((path, base))
@@ -121,28 +127,98 @@ def collect_inputs(specs: Iterable[str], recursive: bool = False,
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            walker = sorted(p.rglob("*") if recursive else p.iterdir())
-            for f in walker:
-                if excl and (f.resolve() == excl or excl in f.resolve().parents):
-                    continue
-                if f.is_dir():
-                    continue
-                if f.suffix.lower() in IMAGE_EXTS:
+            if excl and os.path.realpath(p) == excl:
+                raise BsrError(f"-o {exclude} is the input folder {p} itself: give another output folder "
+                               "(outputs must not overwrite or mix with the inputs)")
+            inside_out = excl and os.path.realpath(p).startswith(excl.rstrip(os.sep) + os.sep)
+            for f, problem, fatal in _walk(p, recursive, None if inside_out else excl):
+                if problem and (fatal or is_image_name(f)):
+                    failed.append(Job(f, status="failed", reason=problem))
+                elif problem:
+                    notes.append(f"skipped {f}: {problem}")
+                elif is_image_name(f):
                     add(f, p)
                 elif not f.name.startswith("."):
                     notes.append(f"skipped {f}: not an image file ({f.suffix or 'no extension'})")
         elif p.exists():
             add(p, p.parent)
+        elif os.path.islink(p):
+            failed.append(Job(p, status="failed", reason=_link_problem(p)))
         elif _is_glob(spec):
             matches = sorted(glob.glob(spec, recursive=recursive))
-            files = [Path(m) for m in matches if Path(m).is_file()]
-            if not files:
+            found = [Path(m) for m in matches if Path(m).is_file()]
+            if not found:
                 failed.append(Job(Path(spec), status="failed", reason="no file matches this pattern"))
-            for f in files:
+            for f in found:
                 add(f, f.parent)
         else:
             failed.append(Job(p, status="failed", reason="no such file or folder"))
     return pairs, failed, notes
+
+
+def _link_problem(path: Path) -> str:
+    """Why a symbolic link cannot be opened, in words."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link that loops (it points to itself); fix or remove the link"
+        if exc.errno == errno.ENOENT:
+            return f"a symbolic link to something missing ({os.readlink(path)}); fix or remove the link"
+        return f"cannot open this link: {os_reason(exc)}"
+    return "cannot open this link"
+
+
+def _walk(root: Path, recursive: bool, exclude: str | None) -> list[tuple[Path, str | None, bool]]:
+    """Every non-folder entry under ``root`` as (path, problem or None, problem fails the batch), sorted.
+
+    Symbolic links to folders are followed once: a folder already scanned (a link loop) is noted and not
+    entered again. An unlistable folder is a failure (its images would be lost); an entry that cannot even
+    be stat'ed (a looping or dangling link) is reported and the walk goes on.
+    """
+    out: list[tuple[Path, str | None, bool]] = []
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        return [(root, f"cannot list this folder: {os_reason(exc)}", True)]
+    visited = {(st.st_dev, st.st_ino)}
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            out.append((folder, f"cannot list this folder: {os_reason(exc)}; check its permissions", True))
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir, is_file = entry.is_dir(), entry.is_file()  # follow links; a looping link raises
+            except OSError:
+                out.append((path, _link_problem(path), False))
+                continue
+            if is_dir:
+                real = os.path.realpath(path)
+                if not recursive or (exclude and (real == exclude or real.startswith(exclude.rstrip(os.sep) + os.sep))):
+                    continue
+                try:
+                    sub = os.stat(path)
+                except OSError as exc:
+                    out.append((path, f"cannot list this folder: {os_reason(exc)}", True))
+                    continue
+                if (sub.st_dev, sub.st_ino) in visited:
+                    out.append((path, "a link to a folder already scanned (a link loop), not followed again", False))
+                    continue
+                visited.add((sub.st_dev, sub.st_ino))
+                stack.append(path)
+            elif is_file:
+                out.append((path, None, False))
+            elif entry.is_symlink():
+                out.append((path, _link_problem(path), False))
+            else:
+                out.append((path, "not a regular file (a device, pipe or socket)", False))
+    return sorted(out, key=lambda item: item[0].parts)
 
 
 def output_ext(input_path: Path, requested: str, has_alpha: bool = False) -> str:
@@ -270,7 +346,8 @@ def process(job: Job, model: Callable, settings: Settings, tiling_for: Callable[
         except BsrError as exc:  # "cannot read image <path>: why" -> the path is already the row's input
             raise InputError(str(exc).replace(f"image {job.input}:", "image:")) from exc
         except Exception as exc:  # noqa: BLE001 - a broken file must not stop the batch
-            raise InputError(f"cannot read image: {type(exc).__name__}: {exc}") from exc
+            raise InputError("cannot read image: the decoder failed on this file; re-save it with another "
+                             "program") from exc
         pixels, alpha = img.pixels, img.alpha
         h, w = pixels.shape[:2]
         job.input_size, job.mode, job.bit_depth = [w, h], str(img.mode), int(img.bit_depth)
@@ -307,81 +384,32 @@ def process(job: Job, model: Callable, settings: Settings, tiling_for: Callable[
         job.status, job.reason = "failed", str(exc)
     except MemoryError:
         job.status, job.reason = "failed", "out of memory: try a smaller --tile"
-    except OSError as exc:
-        job.status, job.reason = "failed", f"{type(exc).__name__}: {exc}"
+    except OSError as exc:  # creating the output folder, writing the file
+        job.status, job.reason = "failed", (f"cannot write {job.output}: {os_reason(exc)}; check that the "
+                                            "output folder can be created and written")
+    except BsrError as exc:
+        job.status, job.reason = "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the batch
+        detail = " ".join(str(exc).split())[:120] or "no details"
+        job.status, job.reason = "failed", f"internal error while upscaling this file ({detail}); please report it"
     finally:
         job.seconds = round(time.perf_counter() - t0, 3)
 
 
-@dataclass
-class Engine:
-    """A loaded model: ``model`` is called on tiles; ``torch_model`` (same architecture) is probed for tiling."""
-
-    name: str
-    scale: int
-    backend: str
-    threads: int
-    model: Callable
-    torch_model: Callable
-    checkpoint: str | None = None
-    sha256: str | None = None
-
-
 def load_engine(model_name: str | None, scale: int, checkpoint: Path | None, backend: str,
-                threads: int | None) -> Engine:
-    """Load a model for ``bsr upscale``: the manifest default for ``scale`` unless ``model_name`` is given.
+                threads: int | None):
+    """Load a model for ``bsr upscale`` (``bsr_cli.backends.load``): the manifest default for ``scale`` unless
+    ``model_name`` is given, on ``backend`` (``auto``: bitpack for binary-activation models, see backends).
 
-    ``checkpoint``: a packed safetensors file, or an ``.onnx`` file from ``bsr export`` (``--backend onnx``).
-    Torch (and onnxruntime, through ``torch.get_num_threads()``) use ``threads`` CPU threads.
+    ``checkpoint``: a packed safetensors file, or an ``.onnx`` file from ``bsr export``.
+    Returns a ``backends.Loaded`` (name, scale, backend, reason, threads, model, torch_model, checkpoint, sha256).
     """
-    import torch
+    from bsr_cli import backends
 
-    from bsr_cli import weights
-    from bsr_cli.models import create_model
-
-    threads = int(threads) if threads else default_threads()
-    if threads < 1:
-        raise BsrError("--threads must be at least 1")
-    torch.set_num_threads(threads)
-    if backend not in ("torch", "onnx", "bitpack"):
-        raise BsrError(f"--backend must be torch, onnx or bitpack, got {backend!r}")
-    if backend == "onnx":
-        import bsr_cli.export_onnx  # noqa: F401  (registers the onnx backend)
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise BsrError(f"checkpoint {checkpoint} does not exist")
-    sha = weights.sha256_file(checkpoint) if checkpoint is not None else None
-    if checkpoint is not None and Path(checkpoint).suffix.lower() == ".onnx":
-        if backend != "onnx":
-            raise BsrError(f"{checkpoint} is an ONNX file: add --backend onnx")
-        from bsr_cli.export_onnx import OnnxModel
-
-        model = OnnxModel(checkpoint, threads=threads)
-        name = model_name or model.metadata.get("model")
-        if not name or int(model.metadata.get("scale", scale)) != scale:
-            raise BsrError(f"{checkpoint} is a x{model.metadata.get('scale')} model, not x{scale}"
-                           if name else f"{checkpoint} does not record its model: pass --model")
-        return Engine(name, scale, backend, threads, model, create_model(name, scale).eval(), str(checkpoint), sha)
-    name = model_name
-    if name is None and checkpoint is None:
-        name = weights.default_model(scale)
-        if name is None:
-            raise BsrError(f"no pretrained weights at x{scale} yet: pass --model NAME --checkpoint FILE")
-    model = weights.load_model(name, scale, checkpoint=checkpoint, backend=backend)
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-        probe_net = model
-    else:
-        probe_net = create_model(getattr(model, "model_name", None) or name, scale).eval()
-    if name is None:
-        from bsr_cli.checkpoint import read_metadata
-
-        name = read_metadata(Path(checkpoint)).get("model")
-    if sha is None:
-        try:
-            sha = weights.find_entry(name, scale).get("sha256")
-        except BsrError:
-            sha = None
-    return Engine(name, scale, backend, threads, model, probe_net, str(checkpoint) if checkpoint else None, sha)
+    engine = backends.load(model_name, scale, checkpoint, backend, threads)
+    if engine.scale != scale:
+        raise BsrError(f"{engine.name} is a x{engine.scale} model, not x{scale}")
+    return engine
 
 
 def make_tiling(model: Callable, probe_source: Callable, scale: int, tile: int,

@@ -22,7 +22,6 @@ import difflib
 import json
 import os
 from pathlib import Path
-from typing import Callable
 
 from bsr_cli import files
 from bsr_cli.errors import BsrError
@@ -205,82 +204,10 @@ def resolve_checkpoint(name: str | dict, scale: int | None = None, progress: boo
 
 
 # --------------------------------------------------------------------------------------------- models
-def _torch_backend(model: str, scale: int, path: Path):
-    from bsr_cli.checkpoint import load_into
-    from bsr_cli.models import create_model
-
-    net = create_model(model, scale)
-    load_into(net, path)
-    return net.eval()
-
-
-# backend name -> fn(model_name, scale, checkpoint_path) -> callable model; other backends register here
-BACKENDS: dict[str, Callable] = {"torch": _torch_backend}
-
-
-def _onnx_backend(model: str, scale: int, path: Path):
-    from bsr_cli.export_onnx import onnx_backend  # onnxruntime; imported only when asked for
-
-    return onnx_backend(model, scale, path)
-
-
-BACKENDS["onnx"] = _onnx_backend
-
-
-def _bitpack_backend(model: str, scale: int, path: Path):
-    from bsr_cli.bitpack.backend import bitpack_backend  # compiled XNOR-popcount kernel; imported only when asked for
-
-    return bitpack_backend(model, scale, path)
-
-
-BACKENDS["bitpack"] = _bitpack_backend
-
-
-def register_backend(name: str, loader: Callable) -> None:
-    """Make `load_model(..., backend=name)` call `loader(model_name, scale, checkpoint_path)`."""
-    BACKENDS[name] = loader
-
-
 def load_model(name: str | None, scale: int | None = None, checkpoint: str | Path | None = None,
                backend: str = "torch"):
-    """A pretrained model in eval mode.
+    """A pretrained model in eval mode: ``bsr_cli.backends.load_model`` (the backend table, the ``auto`` rule
+    and checkpoint resolution live there). Kept here for existing callers (scripts/, benchmarks/)."""
+    from bsr_cli.backends import load_model as _load_model  # backends imports this module, not the reverse
 
-    `name`: a model (`ebsr-light`) or a manifest entry (`ebsr-light-x4`); None means the default model at
-    `scale` (or the model recorded in `checkpoint`). `checkpoint`: a packed checkpoint path that overrides the
-    manifest. `backend`: "torch" (others are registered with `register_backend`).
-    """
-    loader = BACKENDS.get(backend)
-    if loader is None:
-        raise BsrError(f"backend {backend} not available (available: {', '.join(sorted(BACKENDS))})")
-    if checkpoint is not None:
-        from bsr_cli.checkpoint import read_metadata
-
-        path = Path(checkpoint)
-        meta = read_metadata(path)
-        model = name
-        if name is not None and name not in _model_names() and any(e.get("name") == name for e in entries()):
-            model = find_entry(name)["model"]
-        model = model or meta.get("model")
-        scale = scale or meta.get("scale")
-        if not model or not scale:
-            raise BsrError(f"{path} does not record its model/scale: pass --model and --scale")
-        if meta.get("model") not in (None, model):
-            raise BsrError(f"{path} holds weights for {meta['model']}, not {model}")
-        return loader(model, int(scale), path)
-    if name is None:
-        if scale is None:
-            raise BsrError("give a model name or a scale")
-        name = default_model(scale)
-        if name is None:
-            raise BsrError(f"no pretrained weights at x{scale}; pass --model and --checkpoint")
-    entry = find_entry(name, scale)
-    path = resolve_checkpoint(entry)
-    return loader(entry["model"], int(entry["scale"]), path)
-
-
-def _model_names() -> set[str]:
-    try:
-        from bsr_cli.models import list_models
-    except ImportError:  # model zoo not built
-        return set()
-    return set(list_models())
+    return _load_model(name, scale, checkpoint, backend)

@@ -245,8 +245,10 @@ def test_load_model_backend_seam(env, monkeypatch):
     (weights.BUNDLED_DIR / "m-x4.safetensors").write_bytes(PAYLOAD)
     with pytest.raises(BsrError, match="backend tpu not available"):
         weights.load_model("m", 4, backend="tpu")
+    from bsr_cli import backends
+
     calls = []
-    monkeypatch.setitem(weights.BACKENDS, "fake", lambda model, scale, path: calls.append((model, scale, path)))
+    monkeypatch.setitem(backends.BACKENDS, "fake", lambda model, scale, path: calls.append((model, scale, path)))
     weights.load_model("m-x4", None, backend="fake")
     weights.load_model(None, 4, backend="fake")  # default model at x4
     assert calls == [("m", 4, weights.BUNDLED_DIR / "m-x4.safetensors")] * 2

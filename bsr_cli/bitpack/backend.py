@@ -333,23 +333,3 @@ def convert_model(model: nn.Module, threads: int | None = None) -> nn.Module:
 
 def count_bitpack_convs(model: nn.Module) -> int:
     return sum(isinstance(mod, BitpackConv2d) for mod in model.modules())
-
-
-def bitpack_backend(model_name: str, scale: int, checkpoint):
-    """`weights.load_model(..., backend="bitpack")`: the torch model with its checkpoint, converted."""
-    from bsr_cli import weights
-
-    ok, reason = kernel.bitpack_available()
-    if not ok:
-        raise BsrError(f"backend bitpack unavailable: {reason}")
-    return convert_model(weights.BACKENDS["torch"](model_name, scale, checkpoint))
-
-
-def _register() -> None:
-    from bsr_cli import weights
-
-    if "bitpack" not in weights.BACKENDS and hasattr(weights, "register_backend"):
-        weights.register_backend("bitpack", bitpack_backend)
-
-
-_register()

@@ -8,8 +8,9 @@ from typing import List, Optional
 
 import typer
 
+from bsr_cli.backends import Backend
 from bsr_cli.errors import BsrError
-from bsr_cli.evaluate import BACKENDS, check_scale, default_model_name, evaluate, load_sr_function
+from bsr_cli.evaluate import check_scale, default_model_name, evaluate, load_sr_function
 from bsr_cli.paper_results import paper_result
 
 DEFAULT_DATASETS = ("Set5", "Set14", "B100", "Urban100")
@@ -38,12 +39,15 @@ def command(
         None, "--save-images", help="Write SR images to DIR/<model>/<dataset>/x<scale>/."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of a table."),
-    backend: str = typer.Option("torch", "--backend", help="Inference backend: torch, onnx or bitpack."),
+    backend: Backend = typer.Option("auto", "--backend",
+                                help="auto: bitpack (1-bit kernel) for binary-activation models, else the fastest "
+                                     "measured fp32 path."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: all CPUs this process "
+                                          "may use)."),
 ) -> None:
     """Score models on SR benchmarks (PSNR/SSIM, Y channel, crop = scale) beside the paper-reported values."""
     check_scale(scale)
-    if backend not in BACKENDS:
-        raise BsrError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    backend = Backend(backend).value
     models = list(model) if model else [default_model_name(scale)]
     datasets = list(dataset) if dataset else list(DEFAULT_DATASETS)
     from bsr_cli.datasets import get_dataset
@@ -52,7 +56,7 @@ def command(
 
     results = []
     for name in models:
-        sr_fn = load_sr_function(name, scale, backend)
+        sr_fn = load_sr_function(name, scale, backend, threads)
         for ds in datasets:
             with _progress_bar(f"{name} {ds} x{scale}") as progress:
                 res = evaluate(name, ds, scale, data_dir=data_dir, save_images=save_images, progress=progress,
@@ -109,18 +113,26 @@ def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _backend_cell(run: dict) -> str:
+    """'bitpack (auto, 2 thr)': the backend that ran, whether auto chose it, the threads."""
+    why = "auto" if str(run.get("backend_reason", "")).startswith("auto") else ""
+    thr = f"{run['threads']} thr" if run.get("threads") else ""
+    extra = ", ".join(x for x in (why, thr) if x)
+    return f"{run.get('backend', '-')}" + (f" ({extra})" if extra else "")
+
+
 def _print_table(results: list[dict], scale: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"bsr eval x{scale}")
-    for col in ("model", "dataset", "PSNR", "SSIM", "paper PSNR", "paper SSIM", "images", "seconds"):
-        table.add_column(col, justify="left" if col in ("model", "dataset") else "right")
+    for col in ("model", "backend", "dataset", "PSNR", "SSIM", "paper PSNR", "paper SSIM", "images", "seconds"):
+        table.add_column(col, justify="left" if col in ("model", "backend", "dataset") else "right")
     for res in results:
         paper = res.get("paper") or {}
         images = str(res["images"]) + (f" ({len(res['failures'])} failed)" if res["failures"] else "")
         table.add_row(
-            res["model"], res["dataset"], _fmt(res["psnr"], 2), _fmt(res["ssim"], 4),
+            res["model"], _backend_cell(res.get("run") or {}), res["dataset"], _fmt(res["psnr"], 2), _fmt(res["ssim"], 4),
             _fmt(paper.get("psnr"), 2), _fmt(paper.get("ssim"), 4), images, f"{res['seconds']:.1f}",
         )
     console = Console(file=sys.stdout)

@@ -13,7 +13,7 @@ from bsr_cli.errors import BsrError
 
 def command(
     onnx_: bool = typer.Option(False, "--onnx", help="Export to ONNX (the only format for now)."),
-    model_name: Optional[str] = typer.Option(None, "--model", "-n",
+    model_name: Optional[str] = typer.Option(None, "--model", "-m", "-n",
                                              help="Model name (default: the manifest's default for --scale)."),
     scale: int = typer.Option(4, "--scale", "-s", help="Upscaling factor."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local packed checkpoint (.safetensors)."),
@@ -36,34 +36,18 @@ def command(
     flip between runtimes). Otherwise nothing is written and the exit code is 1.
     The file records model, scale, bsr version and checkpoint sha256 in its metadata.
     """
-    import torch
     from rich.console import Console
 
+    from bsr_cli import backends
     from bsr_cli import export_onnx as ex
-    from bsr_cli import weights
 
     if not onnx_:
         raise BsrError("choose a format: --onnx")
     if opset < 11:
         raise BsrError("--opset must be at least 11 (DepthToSpace CRD, BitShift)")
-    if threads:
-        torch.set_num_threads(int(threads))
-    if checkpoint is not None and not checkpoint.is_file():
-        raise BsrError(f"checkpoint {checkpoint} does not exist")
-    name = model_name
-    if name is None and checkpoint is None:
-        name = weights.default_model(scale)
-        if name is None:
-            raise BsrError(f"no pretrained weights at x{scale} yet: pass --model NAME --checkpoint FILE")
-    if name is None:
-        from bsr_cli.checkpoint import read_metadata
-
-        name = read_metadata(checkpoint).get("model")
-    net = weights.load_model(name, scale, checkpoint=checkpoint, backend="torch")
-    if checkpoint is not None:
-        sha = weights.sha256_file(checkpoint)
-    else:
-        sha = weights.find_entry(name, scale).get("sha256")
+    # resolution (manifest default, --checkpoint metadata, sha256) is bsr_cli.backends'; ONNX is built from fp32 torch
+    loaded = backends.load(model_name, scale, checkpoint, backend="torch", threads=threads)
+    name, net, sha = loaded.name, loaded.model, loaded.sha256
     out = output or Path(f"{name}_x{scale}{'_packed' if packed else ''}.onnx")
     if out.exists() and not force:
         raise BsrError(f"{out} exists: pass --force to overwrite it")

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from bsr_cli.backends import Backend
 from bsr_cli.errors import BsrError
 
 DEFAULT_MODELS = ("srresnet-fp", "e2fif", "bbcu-l", "ebsr-light", "scales")
@@ -85,9 +86,11 @@ def command(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print {\"results\": [...]} JSON on stdout."),
     latency: bool = typer.Option(False, "--latency", help="Measure CPU latency instead of counting (median, p90; "
-                                 "the FP twin srresnet-fp timed in the same run)."),
-    backend: Optional[List[str]] = typer.Option(None, "--backend", help="Latency backend, repeatable: torch, onnx, "
-                                                "bitpack. Default: torch and onnx."),
+                                 "the FP twin srresnet-fp timed in the same run, interleaved). Default model: the "
+                                 "manifest default for --scale."),
+    backend: Optional[List[Backend]] = typer.Option(None, "--backend",
+                                                help="Latency backend, repeatable. Default auto: bitpack (1-bit "
+                                                "kernel) for binary-activation models, else the fastest fp32 path."),
     runs: int = typer.Option(20, "--runs", help="Timed runs per backend (after 3 warm-up runs)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and onnxruntime."),
 ) -> None:
@@ -104,12 +107,13 @@ def command(
     if latency:
         from bsr_cli import latency as lat
 
-        bad = [b for b in backend or [] if b not in lat.BACKENDS]
-        if bad or runs < 1:
-            raise BsrError(f"--backend must be one of {', '.join(lat.BACKENDS)}; --runs >= 1" if bad
-                           else "--runs must be at least 1")
-        reports = [lat.measure(m, scale, tuple(backend or ("torch", "onnx")), input_hw, runs, 3, threads)
-                   for m in (model or DEFAULT_MODELS[1:2])]
+        if runs < 1:
+            raise BsrError("--runs must be at least 1")
+        if not model:
+            from bsr_cli.weights import default_model
+
+            model = [default_model(scale) or DEFAULT_MODELS[1]]
+        reports = [lat.measure(m, scale, tuple(Backend(b).value for b in backend or ["auto"]), input_hw, runs, 3, threads) for m in model]
         if as_json:
             print(json.dumps({"latency": reports}, indent=2))
         else:

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from bsr_cli.backends import Backend
 from bsr_cli.errors import BsrError
 
 def command(
@@ -27,13 +28,15 @@ def command(
     json_out: bool = typer.Option(False, "--json", rich_help_panel="Input/Output",
                                   help="Print a JSON summary on stdout."),
     scale: int = typer.Option(4, "--scale", "-s", rich_help_panel="Model", help="Upscaling factor (2, 3 or 4)."),
-    model_name: Optional[str] = typer.Option(None, "--model", "-n", rich_help_panel="Model",
+    model_name: Optional[str] = typer.Option(None, "--model", "-m", "-n", rich_help_panel="Model",
                                              help="Model name (default: the manifest's default for --scale; `bsr models` lists them)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", rich_help_panel="Model",
                                               help="Local checkpoint (.safetensors, or .onnx with --backend onnx)."),
     alpha: str = typer.Option("bicubic", "--alpha", rich_help_panel="Model",
                               help="bicubic|model: how the alpha channel is upscaled (it is always kept)."),
-    backend: str = typer.Option("torch", "--backend", rich_help_panel="Performance", help="torch|onnx|bitpack."),
+    backend: Backend = typer.Option("auto", "--backend", rich_help_panel="Performance",
+                                help="auto: bitpack (1-bit XNOR-popcount kernel) for binary-activation models, "
+                                     "else the fastest measured fp32 path (onnxruntime)."),
     tile: int = typer.Option(0, "--tile", "-t", rich_help_panel="Performance",
                              help="Tile size in input pixels; 0 = automatic (bounded memory, one tile if it fits)."),
     tile_pad: Optional[int] = typer.Option(None, "--tile-pad", rich_help_panel="Performance",
@@ -52,7 +55,7 @@ def command(
     [cyan]bsr upscale "*.jpg" -o out/ --ext png[/cyan]. Without -o only files named one by one are allowed.
 
     [bold]Exit codes[/bold]: 0 every file done or skipped; 1 one or more files failed (each listed once);
-    2 usage error.
+    2 usage error; 3 the weights could not be downloaded (network, checksum, offline).
     """
     from bsr_cli import upscale as up
 
@@ -74,7 +77,7 @@ def command(
     if not jobs:
         raise BsrError("no image files found in the given inputs")
 
-    engine = up.load_engine(model_name, scale, checkpoint, backend, threads)
+    engine = up.load_engine(model_name, scale, checkpoint, Backend(backend).value, threads)
     tiling_for, probe = up.make_tiling(engine.model, engine.torch_model, scale, tile, tile_pad)
 
     reporter = Reporter(quiet=json_out, total=len(jobs))
@@ -93,8 +96,11 @@ def command(
             "model": engine.name,
             "scale": scale,
             "backend": engine.backend,
+            "backend_reason": engine.reason,
             "threads": engine.threads,
+            "checkpoint": engine.checkpoint,
             "checkpoint_sha256": engine.sha256,
+            "weights": engine.source,
             "tile": tile,
             "tile_pad": tile_pad,
             "receptive_radius": probe.receptive_radius,
@@ -139,7 +145,8 @@ class Reporter:
         tile = "auto" if settings.tile == 0 else settings.tile
         glob = f"; global means: {', '.join(probe.global_ops)}" if probe.global_ops else ""
         self.console.print(
-            f"bsr upscale: {engine.name} x{engine.scale} ({engine.backend}, {engine.threads} threads); "
+            f"bsr upscale: {engine.name} x{engine.scale} ({engine.backend}: {engine.reason}; "
+            f"{engine.threads} threads); "
             f"tile {tile}, pad {pad} (receptive field {probe.receptive_radius:g} px{glob})", highlight=False)
 
     def note(self, text: str) -> None:
