@@ -1,12 +1,15 @@
 """The `bsr` command line: registers one typer command per module in `bsr_cli.commands`.
 
 Every command raises `BsrError` for user-facing failures; `main` turns those (and Ctrl-C) into a one-line
-message on stderr and a non-zero exit, never a traceback.
+message on stderr and the error's exit code (`bsr_cli.errors`: 0 ok, 1 some inputs failed, 2 usage,
+3 network/download), never a traceback. No Python warning reaches the terminal: `main` silences them unless
+the interpreter was started with `-W` (developers who want to see them).
 """
 from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import typer
 
@@ -16,6 +19,8 @@ app = typer.Typer(
     name="bsr",
     help="Binary neural network (1-bit) image super-resolution: upscale, eval, export, profile, train.",
     no_args_is_help=True,
+    epilog="Exit codes: 0 ok; 1 some inputs failed (each listed once); 2 usage error; "
+           "3 network or download failure (unreachable, checksum mismatch, offline with a file missing).",
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -64,7 +69,14 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point."""
+    """Console-script entry point: runs the command with Python warnings silenced (see the module docstring)."""
+    with warnings.catch_warnings():
+        if not sys.warnoptions:
+            warnings.simplefilter("ignore")
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         rv = app(args=argv, standalone_mode=False)
     except BsrError as exc:

@@ -351,7 +351,8 @@ def quantize(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def run_tile(model: Callable, window: np.ndarray, scale: int) -> np.ndarray:
     """Run the model on one (h, w, 3) window (any dtype) and return its float32 (s*h, s*w, 3) output."""
-    x = torch.from_numpy(np.ascontiguousarray(window.transpose(2, 0, 1))).to(torch.float32)
+    # np.array copies: a window can be a read-only view (a 1x1 image from Pillow) that torch must not wrap
+    x = torch.from_numpy(np.array(window.transpose(2, 0, 1), dtype=np.float32))
     x = (x / _max_value(window.dtype)).unsqueeze(0)
     with torch.inference_mode():
         y = model(x)

@@ -139,7 +139,7 @@ def collect_inputs(specs: Iterable[str], recursive: bool = False,
                 elif is_image_name(f):
                     add(f, p)
                 elif not f.name.startswith("."):
-                    notes.append(f"skipped {f}: not an image file ({f.suffix or 'no extension'})")
+                    notes.append(f"skipped {f}: not a scanned image type ({f.suffix or 'no extension'})")
         elif p.exists():
             add(p, p.parent)
         elif os.path.islink(p):

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from bsr_cli import weights
-from bsr_cli.errors import BsrError
+from bsr_cli.errors import BsrError, DownloadError
 
 
 def command(
@@ -21,6 +21,7 @@ def command(
 
     Files already cached or bundled with bsr and matching their checksum are not downloaded again.
     Mirrors: BSR_WEIGHTS_URL=<base url>; BSR_OFFLINE=1 never touches the network.
+    Exit code 3 when any download fails (each failure on its own line), 2 for an unknown name.
     """
     if all_:
         chosen = weights.entries()
@@ -50,4 +51,4 @@ def command(
         for r in rows:
             print(f"{r['name']:<{width}}  {r['status']:<10}  {r['path']}")
     if failed:
-        raise BsrError(f"{len(failed)} of {len(rows)} downloads failed: {', '.join(failed)}")
+        raise DownloadError(f"{len(failed)} of {len(rows)} downloads failed: {', '.join(failed)}")
