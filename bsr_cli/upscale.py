@@ -68,6 +68,13 @@ class Job:
     bit_depth: int = 0
     tiling: dict = field(default_factory=dict)  # tile, tile_pad, tiles, passes, converged
     notes: list[str] = field(default_factory=list)
+    latency_ms: float | None = None  # the model (all tiles, passes, alpha) for this image; no decode/encode
+    megapixels_per_s: float | None = None  # output megapixels per second of latency_ms
+    model_passes: int = 0  # forward passes over the image: 1, or 2 with --alpha model
+    reference: str | None = None  # HR image matched by stem (--reference)
+    psnr: float | None = None  # vs the reference, bsr eval's protocol (Y, crop = scale)
+    ssim: float | None = None
+    cost: dict = field(default_factory=dict)  # Eq. 7 ops/flops/bops/params of one pass at this input size
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -363,9 +370,16 @@ def process(job: Job, model: Callable, settings: Settings, tiling_for: Callable[
                 raise InputError(f"output {out_path} exists (--force overwrites it, --skip-existing skips it)")
         tile, pad = tiling_for(h, w)
         report: dict = {}
+        t_model = time.perf_counter()
         out, out_alpha = upscale_image(model, pixels, alpha, settings.scale, tile, pad, settings.alpha, progress,
                                        report, getattr(tiling_for, "global_means", None))
+        secs = time.perf_counter() - t_model
+        job.latency_ms = round(1e3 * secs, 3)
+        job.megapixels_per_s = round(out.shape[0] * out.shape[1] / 1e6 / max(secs, 1e-9), 4)
+        job.model_passes = 2 if alpha is not None and settings.alpha == "model" else 1
         job.tiling = {"tile": tile, "tile_pad": pad, **report}
+        if job.reference:
+            score_reference(job, out, settings.scale)
         if not report.get("converged", True):
             job.notes.append(f"global means did not settle in {report.get('passes')} tiled passes: "
                              "output approximates the untiled one (a larger --tile helps)")
@@ -394,6 +408,65 @@ def process(job: Job, model: Callable, settings: Settings, tiling_for: Callable[
         job.status, job.reason = "failed", f"internal error while upscaling this file ({detail}); please report it"
     finally:
         job.seconds = round(time.perf_counter() - t0, 3)
+
+
+def match_references(reference: Path, jobs: list[Job]) -> list[str]:
+    """Set ``job.reference`` for ``--reference FILE|DIR``: a FILE serves a single input; in a DIR the HR image
+    with the input's stem (``baby.png`` for ``baby.png`` / ``baby.jpg``). Returns notes for inputs left unmatched."""
+    from bsr_cli.files import list_images
+
+    pending = [j for j in jobs if j.status == "pending"]
+    if reference.is_file():
+        if len(pending) > 1:
+            raise BsrError(f"--reference {reference} is one file but {len(pending)} inputs were given: pass a folder")
+        for j in pending:
+            j.reference = str(reference)
+        return []
+    if not reference.is_dir():
+        raise BsrError(f"--reference {reference} does not exist")
+    by_stem: dict[str, Path] = {}
+    for path in list_images(reference):
+        by_stem.setdefault(path.stem, path)
+    notes = []
+    for j in pending:
+        ref = by_stem.get(j.input.stem)
+        if ref is None:
+            notes.append(f"no reference for {j.input.name} in {reference} (matched by file stem)")
+        else:
+            j.reference = str(ref)
+    return notes
+
+
+def model_cost(net, height: int, width: int, cache: dict | None = None) -> dict:
+    """Eq. 7 (EBSR) cost of one forward pass of ``net`` (the fp32 torch twin) at LR ``height`` x ``width``:
+    OPs = FLOPs + BOPs/64, Params = Params_fp + Params_bi/32 (``bsr_cli.profiling.profile_model``)."""
+    key = (height, width)
+    if cache is not None and key in cache:
+        return cache[key]
+    from bsr_cli.profiling import profile_model
+
+    r = profile_model(net, (height, width))
+    cost = {k: r[k] for k in ("ops", "flops", "bops", "params", "params_fp", "params_bi")}
+    if cache is not None:
+        cache[key] = cost
+    return cost
+
+
+def score_reference(job: Job, out: np.ndarray, scale: int) -> None:
+    """PSNR/SSIM of the upscaled pixels against ``job.reference`` with ``bsr eval``'s code (``evaluate.load_hr``,
+    ``protocol.modcrop``, ``evaluate.score_sr``: Y channel, crop = scale). 16-bit output is compared as
+    round(value / 257), as eval reads 16-bit HR. A reference that cannot be used becomes a note."""
+    from bsr_cli import evaluate, protocol
+
+    sr = out if out.dtype == np.uint8 else np.round(out.astype(np.float64) / 257.0).astype(np.uint8)
+    sr = sr[..., 0] if sr.shape[2] == 1 else sr
+    try:
+        hr = protocol.modcrop(evaluate.load_hr(Path(job.reference)), scale)
+        if sr.ndim != hr.ndim:  # gray vs colour: compare both as RGB (Y of replicated gray = gray's Y)
+            sr, hr = (np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in (sr, hr))
+        job.psnr, job.ssim = (round(float(v), 4) for v in evaluate.score_sr(sr, hr, scale))
+    except BsrError as exc:
+        job.notes.append(f"reference {job.reference} not scored: {exc}")
 
 
 def load_engine(model_name: str | None, scale: int, checkpoint: Path | None, backend: str,
@@ -445,6 +518,25 @@ def run_batch(jobs: list[Job], model: Callable, settings: Settings, tiling_for,
         if on_done:
             on_done(job)
     return jobs
+
+
+def totals(jobs: list[Job]) -> dict:
+    """The run in total over the images done: latency, output megapixels, Eq. 7 OPs (x passes), mean PSNR/SSIM
+    over the images that had a reference."""
+    done = [j for j in jobs if j.status == "done" and j.latency_ms is not None]
+    ms = sum(j.latency_ms for j in done)
+    mpx = sum(j.output_size[0] * j.output_size[1] for j in done) / 1e6
+    scored = [j for j in done if j.psnr is not None]
+    return {
+        "images": len(done),
+        "latency_ms": round(ms, 3),
+        "megapixels": round(mpx, 4),
+        "megapixels_per_s": round(mpx / (ms / 1e3), 4) if ms > 0 else None,
+        "ops": sum(j.cost.get("ops", 0) * j.model_passes for j in done),
+        "scored": len(scored),
+        "psnr_mean": round(float(np.mean([j.psnr for j in scored])), 4) if scored else None,
+        "ssim_mean": round(float(np.mean([j.ssim for j in scored])), 4) if scored else None,
+    }
 
 
 def summary(jobs: list[Job]) -> dict[str, int]:

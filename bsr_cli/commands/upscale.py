@@ -44,11 +44,16 @@ def command(
                                                 "field + 10, so tiled == untiled)."),
     threads: Optional[int] = typer.Option(None, "--threads", rich_help_panel="Performance",
                                           help="CPU threads (default: all CPUs this process may use)."),
+    reference: Optional[Path] = typer.Option(None, "--reference", rich_help_panel="Report",
+                                             help="HR image (one input) or folder of HR images matched by file "
+                                                  "stem: adds PSNR/SSIM as bsr eval computes them (Y, crop = scale)."),
 ) -> None:
     """Upscale images with a binary (1-bit) SR model; alpha, 16-bit, gray, ICC and EXIF are kept.
 
     Outputs are written atomically; an existing output is an error for that file unless --force or
     --skip-existing; one bad file never stops the batch. Progress and the summary go to stderr, --json to stdout.
+    Each image is reported with its Eq. 7 OPs and params at its size, the model's latency (ms, output megapixels/s)
+    and, with --reference, PSNR/SSIM; the run with totals and means.
 
     [bold]Examples[/bold]: [cyan]bsr upscale photo.png[/cyan] writes photo_x4.png next to it;
     [cyan]bsr upscale photos/ -o big/ -r --skip-existing[/cyan] mirrors a folder tree and resumes;
@@ -77,7 +82,16 @@ def command(
     if not jobs:
         raise BsrError("no image files found in the given inputs")
 
+    if reference is not None:
+        notes += up.match_references(reference, jobs)
     engine = up.load_engine(model_name, scale, checkpoint, Backend(backend).value, threads)
+    costs: dict = {}
+
+    def on_done(job) -> None:
+        if job.status == "done" and job.input_size:
+            job.cost = up.model_cost(engine.torch_model, job.input_size[1], job.input_size[0], costs)
+        reporter.done(job)
+
     tiling_for, probe = up.make_tiling(engine.model, engine.torch_model, scale, tile, tile_pad)
 
     reporter = Reporter(quiet=json_out, total=len(jobs))
@@ -86,9 +100,10 @@ def command(
         reporter.note(note)
     with reporter.live():
         up.run_batch(jobs, engine.model, settings, tiling_for,
-                     on_start=reporter.start, on_tile=reporter.tile, on_done=reporter.done)
+                     on_start=reporter.start, on_tile=reporter.tile, on_done=on_done)
     counts = up.summary(jobs)
-    reporter.table(jobs, counts)
+    total = up.totals(jobs)
+    reporter.table(jobs, counts, total, engine)
     if json_out:
         doc = {
             "schema_version": 1,
@@ -106,6 +121,7 @@ def command(
             "receptive_radius": probe.receptive_radius,
             "global_ops": probe.global_ops,
             "counts": counts,
+            "total": total,
             "notes": notes,
             "files": [j.as_dict() for j in jobs],
         }
@@ -170,25 +186,60 @@ class Reporter:
         if self.progress is not None:
             self.progress.advance(self.overall)
 
-    def table(self, jobs, counts: dict) -> None:
+    def table(self, jobs, counts: dict, total: dict | None = None, engine=None) -> None:
         from rich.table import Table
 
+        from bsr_cli.profiling import format_count
+
+        total = total or {}
         shown = jobs if len(jobs) <= self.MAX_ROWS else [j for j in jobs if j.status != "done"]
+        scored = bool(total.get("scored"))
+
+        def metrics(j) -> list[str]:
+            if j.status != "done" or j.latency_ms is None:
+                return ["", "", "", ""] + (["", ""] if scored else [])
+            row = [f"{j.latency_ms:.0f}", f"{j.megapixels_per_s:.3f}",
+                   format_count(j.cost.get("ops", 0) * j.model_passes) if j.cost else "",
+                   format_count(j.cost.get("params", 0)) if j.cost else ""]
+            if scored:
+                row += [f"{j.psnr:.2f}" if j.psnr is not None else "-", f"{j.ssim:.4f}" if j.ssim is not None else "-"]
+            return row
+
+        def total_line() -> str:
+            if not total.get("images"):
+                return ""
+            line = (f"total: {total['images']} images, {total['latency_ms']:.0f} ms, "
+                    f"{total['megapixels_per_s']:.3f} MP/s, {format_count(total['ops'])} OPs (Eq. 7)")
+            if scored:
+                line += f"; mean PSNR {total['psnr_mean']:.2f} dB, SSIM {total['ssim_mean']:.4f} over {total['scored']}"
+            if engine is not None:
+                line += f"; {engine.name} x{engine.scale} on {engine.backend}, {engine.threads} threads"
+            return line
+
         if self.quiet or not self.console.is_terminal:
             # --json (stdout has everything) or a log file: plain lines, each failure named once
             for j in jobs:
                 if j.status == "failed" or not self.quiet:
                     what = j.reason if j.status != "done" else f"-> {j.output}"
+                    m = metrics(j)
+                    if j.status == "done" and m[0]:
+                        what += (f" [{m[0]} ms, {m[1]} MP/s, {m[2]} OPs, {m[3]} params"
+                                 + (f", PSNR {m[4]} SSIM {m[5]}" if scored else "") + "]")
                     notes = f" ({'; '.join(j.notes)})" if j.notes else ""
                     self.console.print(f"{j.status}: {j.input}: {what}{notes}", highlight=False, markup=False,
                                        soft_wrap=True)
             if not self.quiet:
+                if total_line():
+                    self.console.print(total_line(), highlight=False, soft_wrap=True)
                 self.console.print(f"{counts.get('done', 0)} done, {counts.get('skipped', 0)} skipped, "
                                    f"{counts.get('failed', 0)} failed", highlight=False)
             return
         table = Table(title="bsr upscale", title_justify="left")
-        for col in ("status", "input", "size", "output / reason", "s"):
-            table.add_column(col, overflow="fold")
+        cols = ["status", "input", "size", "output / reason", "ms", "MP/s", "OPs", "params"]
+        cols += ["PSNR", "SSIM"] if scored else []
+        for col in cols:
+            table.add_column(col, overflow="fold", justify="right" if col in ("ms", "MP/s", "OPs", "params",
+                                                                               "PSNR", "SSIM") else "left")
         style = {"done": "green", "skipped": "yellow", "failed": "red"}
         for j in shown:
             size = ""
@@ -197,9 +248,10 @@ class Reporter:
             what = str(j.output) if j.status == "done" else j.reason
             if j.notes:
                 what += " (" + "; ".join(j.notes) + ")"
-            table.add_row(f"[{style.get(j.status, '')}]{j.status}[/]", str(j.input), size, what,
-                          f"{j.seconds:.2f}")
+            table.add_row(f"[{style.get(j.status, '')}]{j.status}[/]", str(j.input), size, what, *metrics(j))
         if shown:
             self.console.print(table)
+        if total_line():
+            self.console.print(total_line(), highlight=False, soft_wrap=True)
         self.console.print(f"{counts.get('done', 0)} done, {counts.get('skipped', 0)} skipped, "
                            f"{counts.get('failed', 0)} failed", highlight=False)
