@@ -7,17 +7,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bsr_cli import files as _files
 from bsr_cli.errors import BsrError
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_EXTS = set(_files.IMAGE_EXTENSIONS)
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in ``folder`` (sorted); BsrError when the folder is missing or has none."""
+    """Image files directly in ``folder`` (``bsr_cli.files.list_images``: sorted, hidden files skipped);
+    BsrError when the folder is missing or has none."""
     path = Path(folder)
     if not path.is_dir():
         raise BsrError(f"training folder not found: {path}")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    files = _files.list_images(path)
     if not files:
         raise BsrError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in training folder {path}")
     return files
