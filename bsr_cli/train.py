@@ -103,6 +103,7 @@ class TrainConfig:
     loss_range: float = 255.0  # L1 on pixel values 0..loss_range (runs before this option: 1.0)
     teacher: str | None = None  # FP teacher (zoo name or checkpoint file) for output distillation
     distill_weight: float = 1.0  # weight of L1(student, teacher) beside L1(student, HR)
+    fp_weight_iters: int = 0  # binary-activation-only warm-up: weights binarized from this iteration on (E2FIF)
     schedule: str = "cosine"  # cosine | step
     warmup: int = 50  # linear warm-up iterations
     val_every: int = 500
@@ -135,6 +136,8 @@ class TrainConfig:
             raise BsrError("--beta2 must be in (0, 1)")
         if self.loss_range <= 0:
             raise BsrError("--loss-range must be > 0")
+        if self.fp_weight_iters < 0:
+            raise BsrError("--fp-weight-iters must be >= 0")
         if self.distill_weight < 0:
             raise BsrError("--distill-weight must be >= 0")
         if self.schedule not in ("cosine", "step"):
@@ -346,6 +349,7 @@ def recipe(cfg: TrainConfig, info: dict, device: torch.device, precision: str, n
         + f", warmup {cfg.warmup}",
         "augment": "flips + 90-degree rotations",
         "init_from": Path(cfg.init_from).name if cfg.init_from else None,
+        "fp_weight_iters": cfg.fp_weight_iters or None,
         "teacher": {"model": cfg.teacher, "weight": cfg.distill_weight, "loss": "L1 to outputs"} if cfg.teacher else None,
         **_continued(cfg, info),
         "seed": cfg.seed,
@@ -390,6 +394,15 @@ def _device_name(device: torch.device) -> str:
     except OSError:
         pass
     return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def set_weight_binarization(model: torch.nn.Module, on: bool) -> None:
+    """Binarize the weights of every binary conv (on) or use their latents as FP weights (off: the binary-
+    activation-only warm-up of E2FIF's official recipe, where only activations are 1-bit at first)."""
+    from bsr_cli.checkpoint import binary_convs
+
+    for conv in binary_convs(model).values():
+        conv.binarize_weight = on
 
 
 class _ProgressBar:
@@ -593,6 +606,7 @@ class TrainingRun:
             if text:
                 self.log(f"step {step}{text}")
             return
+        set_weight_binarization(self.model, True)  # a warm-up's FP weights are never what is validated
         psnr = self.validator.psnr(self.model, self.device)
         info["history"].append([step, round(psnr, 4)])
         best = info["best_psnr"] is None or psnr > info["best_psnr"]
@@ -607,6 +621,7 @@ class TrainingRun:
         lr_now = lr_at(cfg, info["step"], run_progress(cfg, info["step"], info["elapsed"]))
         for group in self.optimizer.param_groups:
             group["lr"] = lr_now
+        set_weight_binarization(self.model, info["step"] >= cfg.fp_weight_iters)
         lr_b, hr_b = self.sampler.sample(cfg.batch_size, self.np_rng)
         lr_t = to_tensor(lr_b, self.device, self.channels_last)
         hr_t = to_tensor(hr_b, self.device, self.channels_last)
@@ -658,6 +673,7 @@ class TrainingRun:
         finally:
             bar.stop()
             stop.restore()
+        set_weight_binarization(self.model, True)
         if not info["history"] or info["history"][-1][0] != info["step"]:
             self.validate()
         self.save()

@@ -128,3 +128,17 @@ def test_every_binary_conv_gets_a_gradient_above_adam_eps_at_init(name):
     grads = {k: float(c.weight.grad.abs().mean()) if c.weight.grad is not None else 0.0 for k, c in convs.items()}
     low = {k: v for k, v in grads.items() if v <= ADAM_EPS}
     assert not low, f"{len(low)} of {len(grads)} binary convs below Adam's eps: {sorted(low.items())[:3]}"
+
+
+def test_fp_weight_warmup_switch():
+    """--fp-weight-iters: while off, every binary conv uses its latent weight as is (E2FIF's binary-activation-
+    only stage); on again, the binarized weight (+-1 for e2fif) is back. Nothing of it reaches the state dict."""
+    torch.manual_seed(0)
+    model = create_model("e2fif", 4)
+    keys = set(model.state_dict())
+    T.set_weight_binarization(model, False)
+    conv = next(iter(binary_convs(model).values()))
+    assert torch.equal(conv.binarized_weight(), conv.weight)
+    T.set_weight_binarization(model, True)
+    assert torch.equal(conv.binarized_weight().abs(), torch.ones_like(conv.weight))
+    assert set(model.state_dict()) == keys

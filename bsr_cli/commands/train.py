@@ -50,6 +50,9 @@ def command(
         None, "--teacher", help="Distil from an FP teacher (zoo name or checkpoint file at the same scale)."
     ),
     distill_weight: float = typer.Option(1.0, "--distill-weight", help="Weight of L1(student, teacher output)."),
+    fp_weight_iters: int = typer.Option(
+        0, "--fp-weight-iters", help="Binary-activation-only warm-up: FP weights for the first N iterations (E2FIF)."
+    ),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Use only the first N training images."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout."),
 ) -> None:
@@ -92,6 +95,7 @@ def command(
         init_from=init_from,
         teacher=teacher,
         distill_weight=distill_weight,
+        fp_weight_iters=fp_weight_iters,
         max_images=max_images,
     )
     summary = train(cfg)

@@ -45,8 +45,14 @@ class BinaryConv2d(nn.Conv2d):
         """True when inputs are 1-bit too (an XNOR-popcount conv), False for binary-weight-only (Ma 2019)."""
         return self.input_quantizer is not None
 
+    # False only during a binary-activation-only warm-up (E2FIF's first stage, `bsr train --fp-weight-iters`):
+    # the latent weight is used as is. A plain attribute, not state: checkpoints never see it.
+    binarize_weight = True
+
     def binarized_weight(self) -> torch.Tensor:
         """The weight exactly as used in forward: +-alpha_o per output channel (or +-1 for `PlainSign`)."""
+        if not self.binarize_weight:
+            return self.weight
         return self.weight_quantizer(self.weight)
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
