@@ -82,7 +82,6 @@ def test_cli_json(capsys):
     (["--input", "12y3"], "bad --input '12y3'"),
     (["--model", "ebsr-ligt"], "did you mean ebsr-light"),
     (["--model", "e2fif", "--scale", "5"], "does not support scale x5"),
-    (["--convention", "bops"], "unknown --convention"),
 ])
 def test_cli_bad_input_one_line_error(capsys, argv, needle):
     assert main(["profile", *argv]) == 2

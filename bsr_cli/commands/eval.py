@@ -10,7 +10,6 @@ import typer
 
 from bsr_cli.backends import Backend
 from bsr_cli.errors import BsrError
-from bsr_cli.evaluate import check_scale, default_model_name, evaluate, load_sr_function
 from bsr_cli.paper_results import paper_result
 
 DEFAULT_DATASETS = ("Set5", "Set14", "B100", "Urban100")
@@ -46,6 +45,8 @@ def command(
                                           "may use)."),
 ) -> None:
     """Score models on SR benchmarks (PSNR/SSIM, Y channel, crop = scale) beside the paper-reported values."""
+    from bsr_cli.evaluate import check_scale, default_model_name, evaluate, load_sr_function  # torch: only when run
+
     check_scale(scale)
     backend = Backend(backend).value
     models = list(model) if model else [default_model_name(scale)]

@@ -3,12 +3,20 @@ from __future__ import annotations
 
 import json
 import re
+from enum import Enum
 from typing import List, Optional
 
 import typer
 
 from bsr_cli.backends import Backend
 from bsr_cli.errors import BsrError
+
+
+class Convention(str, Enum):
+    """``--convention`` choices (bsr_cli.profiling.CONVENTIONS)."""
+
+    flops = "flops"
+    macs = "macs"
 
 DEFAULT_MODELS = ("srresnet-fp", "e2fif", "bbcu-l", "ebsr-light", "scales")
 
@@ -81,7 +89,7 @@ def command(
     input_size: str = typer.Option(
         "128x128", "--input", help="LR input WIDTHxHEIGHT (EBSR/SCALES: 128x128 at x4; BBCU: 320x180)."
     ),
-    convention: str = typer.Option(
+    convention: Convention = typer.Option(
         "flops", "--convention", help="flops: FLOPs = 2 x MACs (EBSR/SCALES); macs: MACs once (BBCU)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print {\"results\": [...]} JSON on stdout."),
@@ -99,10 +107,7 @@ def command(
     OPs = FLOPs + BOPs/64 and Params = Params_fp + Params_bi/32, in total and per part (head, body, upsampler,
     tail). Example: bsr profile -m bbcu-l -m bbcu-m --input 320x180 --convention macs
     """
-    from bsr_cli.profiling import CONVENTIONS
-
-    if convention not in CONVENTIONS:
-        raise BsrError(f"unknown --convention {convention!r} (use one of: {', '.join(CONVENTIONS)})")
+    convention = Convention(convention).value
     input_hw = parse_size(input_size)
     if latency:
         from bsr_cli import latency as lat

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,6 +11,23 @@ import typer
 
 from bsr_cli.backends import Backend
 from bsr_cli.errors import BsrError
+
+
+class Ext(str, Enum):
+    """``--ext`` choices (bsr_cli.upscale.EXT_CHOICES, plus the jpeg spelling)."""
+
+    auto = "auto"
+    png = "png"
+    jpg = "jpg"
+    jpeg = "jpeg"
+    webp = "webp"
+
+
+class Alpha(str, Enum):
+    """``--alpha`` choices (bsr_cli.upscale.ALPHA_CHOICES)."""
+
+    bicubic = "bicubic"
+    model = "model"
 
 def command(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image files, folders or glob patterns."),
@@ -19,8 +37,8 @@ def command(
                                    help="Scan folders recursively; sub-folders are mirrored under -o."),
     suffix: Optional[str] = typer.Option(None, "--suffix", rich_help_panel="Input/Output",
                                          help="Added to the output stem (default: _x<scale>)."),
-    ext: str = typer.Option("auto", "--ext", rich_help_panel="Input/Output",
-                            help="auto|png|jpg|webp. auto keeps the input format; alpha never goes to JPEG."),
+    ext: Ext = typer.Option("auto", "--ext", rich_help_panel="Input/Output", case_sensitive=False,
+                            help="Output format; auto keeps the input's. Alpha never goes to JPEG (PNG instead)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", rich_help_panel="Input/Output",
                                        help="Skip inputs whose output exists (resume a batch)."),
     force: bool = typer.Option(False, "--force", rich_help_panel="Input/Output",
@@ -32,8 +50,8 @@ def command(
                                              help="Model name (default: the manifest's default for --scale; `bsr models` lists them)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", rich_help_panel="Model",
                                               help="Local checkpoint (.safetensors, or .onnx with --backend onnx)."),
-    alpha: str = typer.Option("bicubic", "--alpha", rich_help_panel="Model",
-                              help="bicubic|model: how the alpha channel is upscaled (it is always kept)."),
+    alpha: Alpha = typer.Option("bicubic", "--alpha", rich_help_panel="Model",
+                                help="How the alpha channel is upscaled (it is always kept); model costs 2x."),
     backend: Backend = typer.Option("auto", "--backend", rich_help_panel="Performance",
                                 help="auto: bitpack (1-bit XNOR-popcount kernel) for binary-activation models, "
                                      "else the fastest measured fp32 path (onnxruntime)."),
@@ -64,10 +82,7 @@ def command(
     """
     from bsr_cli import upscale as up
 
-    if ext.lower().lstrip(".") not in up.EXT_CHOICES + ("jpeg",):
-        raise BsrError(f"--ext must be one of {', '.join(up.EXT_CHOICES)}, got {ext!r}")
-    if alpha not in up.ALPHA_CHOICES:
-        raise BsrError(f"--alpha must be one of {', '.join(up.ALPHA_CHOICES)}, got {alpha!r}")
+    ext, alpha = Ext(ext).value, Alpha(alpha).value
     if tile < 0:
         raise BsrError("--tile must be 0 (automatic) or a positive number of pixels")
     if force and skip_existing:
