@@ -89,7 +89,7 @@ def test_missing_data_offline_is_one_line_error(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("BSR_DATA_DIR", raising=False)
     rc = main(["eval", "--model", "bicubic", "--dataset", "Set14"])
     err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1
+    assert rc == 3 and err.count("\n") == 1  # offline with data missing: the download exit code
     assert "--data-dir" in err and "BSR_DATA_DIR" in err and err.startswith("bsr: error:")
 
 
