@@ -10,15 +10,21 @@ Counted by forward hooks on the real modules of one forward pass at LR size `inp
   MACs = k_h * k_w * (C_in / groups) * C_out * H_out * W_out (= weight.numel() x output positions).
 - `MatMul` (attention scores and weighted sums): MACs -> FLOPs, or BOPs when marked binary (BiBERT).
 - elementwise cost of applying re-scaling / attention maps (`Mul`, `Sub`) and of global average pooling
-  (`nn.AdaptiveAvgPool2d`): one FLOP per output (pooling: per input) element, in both conventions. The
+  (`nn.AdaptiveAvgPool2d`): one FLOP per output (pooling: per input) element, in "flops" and "macs". The
   EBSR/SCALES tables include this: e.g. SCALES Table V (1.56 -> 1.63 -> 1.74 G) is reproduced only with it.
 - not counted (as in the papers): BN, activations, RPReLU, biases, residual adds, pixel shuffle, bilinear/
   nearest skips, the MeanShift and BBCU's k scaling.
 
-Conventions: "flops" (EBSR/SCALES: FLOPs = 2 x MACs and BOPs = 2 x binary MACs) or "macs" (BBCU: each
-multiply-accumulate counted once). Params: P_bi = binary weights (QuantConv2d weights count w_bits each, i.e.
-P_bi is in bits), P_fp = every other parameter (biases, thresholds, scales, RPReLU, BN affine, re-scaling
-branches); buffers are not counted.
+Conventions: "flops" (EBSR/SCALES: FLOPs = 2 x MACs and BOPs = 2 x binary MACs), "macs" (BBCU: each
+multiply-accumulate counted once) or "swinir" (SwinIR models only; SCALES Table IV: twice what SwinIR's own
+`flops()` in network_swinir.py returns, the binary parts as BOPs). "swinir" is "flops" with SwinIR's rules:
+each LayerNorm counts one MAC per element; no elementwise cost (re-scaling maps); conv_after_body counts
+3 x C_in x C_out MACs per pixel, not 9 x; the one-conv pixel-shuffle upsampler counts k^2 x C_in x 3 per LR
+pixel (as if it had 3 outputs), not k^2 x C_in x 3 s^2. The last two are SwinIR's under-counts, kept so that
+the paper's table can be checked (docs/cost.md).
+
+Params: P_bi = binary weights (QuantConv2d weights count w_bits each, i.e. P_bi is in bits), P_fp = every
+other parameter (biases, thresholds, scales, RPReLU, BN affine, re-scaling branches); buffers are not counted.
 
 Totals and the four parts of the model contract (head, body, upsampler, tail; BBCU Table 6) are reported;
 cost outside the four parts (none for the bsr models) goes to "other".
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from fractions import Fraction
 
 import torch
 from torch import nn
@@ -36,10 +43,15 @@ from bsr_cli.nn.binary_conv import BinaryConv2d, QuantConv2d
 from bsr_cli.nn.blocks import MatMul
 from bsr_cli.nn.rescaling import Mul, Sub
 
-__all__ = ["PARTS", "CONVENTIONS", "profile_model", "format_count"]
+__all__ = ["PARTS", "CONVENTIONS", "CONVENTION_NOTES", "profile_model", "format_count"]
 
 PARTS = ("head", "body", "upsampler", "tail")
-CONVENTIONS = ("flops", "macs")
+CONVENTIONS = ("flops", "macs", "swinir")
+CONVENTION_NOTES = {  # one line per convention, for titles and help texts
+    "flops": "FLOPs = 2 x MACs (EBSR/SCALES)",
+    "macs": "MACs counted once (BBCU)",
+    "swinir": "2 x SwinIR's flops() rules (SCALES Table IV; see docs/cost.md)",
+}
 _KEYS = ("fp_macs", "bin_macs", "bit_ops", "elementwise")
 
 
@@ -74,8 +86,8 @@ def _count_params(modules, seen: set) -> tuple[int, int]:
 
 
 def _finish(raw: dict, fp: int, bi: int, convention: str) -> dict:
-    mult = 2 if convention == "flops" else 1
-    flops = mult * raw["fp_macs"] + raw["elementwise"]
+    mult = 1 if convention == "macs" else 2
+    flops = mult * raw["fp_macs"] + (0 if convention == "swinir" else raw["elementwise"])
     bops = mult * (raw["bin_macs"] + raw["bit_ops"])
     return {
         "params_fp": fp,
@@ -87,16 +99,31 @@ def _finish(raw: dict, fp: int, bi: int, convention: str) -> dict:
     }
 
 
-def _trace(model: nn.Module, h: int, w: int, device: torch.device) -> dict:
+def _swinir_rules(model: nn.Module) -> dict[nn.Module, Fraction]:
+    """SwinIR flops() factors on the true MACs: conv_after_body counted as 3 x C^2 (not 9 x C^2) per pixel; the
+    one-step upsampler (conv C -> 3 s^2, PixelShuffle(s)) as if its conv had 3 outputs (k^2 x C x 3 per LR pixel)."""
+    cab = getattr(getattr(model, "body", None), "conv_after_body", None)
+    up = getattr(model, "upsampler", None)
+    if not (isinstance(cab, nn.Conv2d) and isinstance(up, nn.Sequential) and len(up) == 2
+            and isinstance(up[0], nn.Conv2d) and isinstance(up[1], nn.PixelShuffle)):
+        raise BsrError("convention 'swinir' is SwinIR's own counter: it needs an FP body.conv_after_body and a "
+                       "conv + PixelShuffle upsampler (scales-swinir, bibert-swinir)")
+    return {cab: Fraction(3, cab.kernel_size[0] * cab.kernel_size[1]), up[0]: Fraction(1, up[1].upscale_factor ** 2)}
+
+
+def _trace(model: nn.Module, h: int, w: int, device: torch.device, convention: str = "flops") -> dict:
     """One forward pass at LR (h, w) with counting hooks; returns raw counts per part."""
     owner = _module_parts(model)
     raw: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_KEYS, 0))
+    factor = _swinir_rules(model) if convention == "swinir" else {}
 
     def add(m, key, n):
         raw[owner.get(m, "other")][key] += int(n)
 
     def conv_hook(m, inp, out):
         macs = m.weight.numel() * _positions(out, m.weight.shape[0])
+        if m in factor:
+            macs = macs * factor[m].numerator // factor[m].denominator
         if isinstance(m, BinaryConv2d) and m.binary_activations:
             add(m, "bin_macs", macs)
         elif isinstance(m, QuantConv2d):
@@ -116,6 +143,9 @@ def _trace(model: nn.Module, h: int, w: int, device: torch.device) -> dict:
     def pool_hook(m, inp, out):
         add(m, "elementwise", inp[0].numel())
 
+    def norm_hook(m, inp, out):  # "swinir" only: SwinIR's flops() counts C per token for every LayerNorm
+        add(m, "fp_macs", inp[0].numel())
+
     handles = []
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Conv1d)):
@@ -128,6 +158,8 @@ def _trace(model: nn.Module, h: int, w: int, device: torch.device) -> dict:
             handles.append(m.register_forward_hook(elementwise_hook))
         elif isinstance(m, nn.AdaptiveAvgPool2d):
             handles.append(m.register_forward_hook(pool_hook))
+        elif isinstance(m, nn.LayerNorm) and convention == "swinir":
+            handles.append(m.register_forward_hook(norm_hook))
     was_training = model.training
     try:
         model.eval()
@@ -152,9 +184,9 @@ def profile_model(model: nn.Module, input_hw=(128, 128), convention: str = "flop
         raise BsrError(f"input size must be positive, got {h}x{w}")
     try:  # shapes are all the counters need: trace a parameter-less "meta" copy (instant, no compute)
         target = copy.deepcopy(model).to("meta")
-        raw = _trace(target, h, w, torch.device("meta"))
+        raw = _trace(target, h, w, torch.device("meta"), convention)
     except (NotImplementedError, RuntimeError):  # an op without a meta kernel: run it for real
-        raw = _trace(model, h, w, torch.device("cpu"))
+        raw = _trace(model, h, w, torch.device("cpu"), convention)
 
     seen: set = set()
     parts = {}

@@ -161,14 +161,15 @@ class RSTB(nn.Module):
 
 
 class SwinBody(nn.Module):
-    """Image (N, C, H, W) -> image: LayerNorm(patch embed), RSTBs, LayerNorm, conv_after_body (`make_conv`)."""
+    """Image (N, C, H, W) -> image: LayerNorm(patch embed), RSTBs, LayerNorm, conv_after_body
+    (`make_last_conv`, default `make_conv`)."""
 
-    def __init__(self, dim, depths, heads, ws, make_linear, make_conv, binary_attn):
+    def __init__(self, dim, depths, heads, ws, make_linear, make_conv, binary_attn, make_last_conv=None):
         super().__init__()
         self.embed_norm = nn.LayerNorm(dim)
         self.blocks = nn.ModuleList(RSTB(dim, d, heads, ws, make_linear, make_conv, binary_attn) for d in depths)
         self.norm = nn.LayerNorm(dim)
-        self.conv_after_body = make_conv(dim)
+        self.conv_after_body = (make_last_conv or make_conv)(dim)
 
     def forward(self, x):
         b, c, h, w = x.shape
@@ -194,8 +195,15 @@ class SwinIRNet(SRNet):
         return y[..., : h * self.scale, : w * self.scale]
 
 
+def _fp_conv(dim):
+    return conv3x3(dim, dim)
+
+
 def swinir_light(scale, make_linear, make_conv, binary_attn, dim=60, depths=(6, 6, 6, 6), heads=6, ws=8):
-    body = SwinBody(dim, depths, heads, ws, make_linear, make_conv, binary_attn)
+    """SwinIR-light with `make_linear` for every Swin linear and `make_conv` for the RSTB convs; conv_first,
+    conv_after_body and the upsampler stay FP (SCALES Table IV's OPs and Params need the FP conv_after_body,
+    docs/cost.md)."""
+    body = SwinBody(dim, depths, heads, ws, make_linear, make_conv, binary_attn, make_last_conv=_fp_conv)
     up = nn.Sequential(conv3x3(dim, 3 * scale * scale), nn.PixelShuffle(scale))
     return SwinIRNet(scale, conv3x3(3, dim), body, up, nn.Identity(), ws)
 
@@ -210,9 +218,9 @@ def scales_swinir(scale: int) -> nn.Module:
     every RSTB conv is a SCALES binary conv with its FP skip and a 1x1 spatial re-scaling branch.
 
     Choices (not stated in SCALES): the attention is the BiBERT baseline's Bi-Attention (binary Q.K^T and A.V
-    matmuls) and conv_after_body is a binary unit too: Table IV's 3.9 G (x4, LR 320x180, 2 x MACs) vs 3.2 G for
-    BiBERT leaves no room for FP attention matmuls (+21 G) or an FP conv_after_body (+3.7 G). conv_first and the
-    upsampler stay FP ("head and tail modules are not binarized")."""
+    matmuls): FP matmuls would add ~17.6 G to Table IV's 3.9 G. conv_first, conv_after_body and the upsampler
+    stay FP: Table IV's OPs (SwinIR's flops() counter, docs/cost.md) and Params (93K = 86K + the spatial
+    linears) both include an FP conv_after_body."""
 
     def make_conv(dim):
         conv = BinaryConv2d(dim, dim, 3, input_quantizer=ScalesSign(dim), weight_quantizer=MeanAbsSign())
@@ -226,10 +234,11 @@ def scales_swinir(scale: int) -> nn.Module:
 def bibert_swinir(scale: int) -> nn.Module:
     """SCALES' Transformer baseline (Table IV "SwinIR-BiBERT"): BiBERT (Qin et al. ICLR 2022) binarization of
     SwinIR-light: sign activations x mean|W| weights in every Swin linear, Bi-Attention (sign Q, K, V,
-    bool(scores) instead of softmax, binary matmuls); RSTB convs and conv_after_body binary with an FP skip.
+    bool(scores) instead of softmax, binary matmuls); RSTB convs binary with an FP skip.
 
     Choices: BiBERT's direction-matching distillation is a training loss and lives outside the model;
-    conv_first and the upsampler stay FP."""
+    conv_first, conv_after_body and the upsampler stay FP (Table IV's 3.2 G and 86K count conv_after_body
+    as FP: 86K = 1.6K conv_first + 32.4K conv_after_body + 25.9K upsampler + 25.7K binary weights / 32)."""
 
     def make_conv(dim):
         conv = BinaryConv2d(dim, dim, 3, input_quantizer=ApproxSign(), weight_quantizer=MeanAbsSign())
