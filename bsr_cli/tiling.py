@@ -20,8 +20,10 @@ How a tile is cut (per axis, in LR pixels)::
 
 Memory: the full image is never one float tensor. Peak = input array + output array (input dtype, s^2 times
 the input) + one float32 band of ``(tile + 2*blend) * s`` output rows x full output width x 3 + the model's
-activations for one window (``auto_tile`` bounds these by ``budget_bytes``). For a 2000x1500 RGB uint8 image
-at x4: 9 MB in, 144 MB out, about 100 MB band for tile 256, plus activations.
+activations for one window (``auto_tile`` bounds these by ``budget_bytes``, by default 40 % of the memory the
+machine has available now, ``default_budget``). For a 2000x1500 RGB uint8 image at x4: 9 MB in, 144 MB out,
+about 100 MB band for tile 256, plus activations. Within the budget ``auto_tile`` picks the grid with the least
+recomputation (sum of window areas / image area, ``recompute_factor``; reported as ``recompute``).
 
 Models with global operations (global average pooling in SE attention, spatial means in channel re-scaling)
 or attention (matmul/softmax) have an unbounded receptive field: tiling them is an approximation.
@@ -38,8 +40,10 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-#: default activation memory budget for one tile window (bytes): keeps a 2000x1500 x4 upscale under 2 GiB RSS
+#: fallback activation budget for one tile window (bytes) when the available memory cannot be read
 DEFAULT_BUDGET = 512 << 20
+#: share of the available memory (MemAvailable) the automatic tiling may give one window's activations, and bounds
+BUDGET_SHARE, MIN_BUDGET, MAX_BUDGET = 0.4, 256 << 20, 8 << 30
 #: half-width of the cross-fade between adjacent tiles (LR pixels), at most
 MAX_BLEND = 8
 #: smallest tile core the automatic choice will pick (LR pixels)
@@ -277,18 +281,68 @@ def default_tile_pad(probe: ModelProbe) -> int:
     return int(math.ceil(probe.receptive_radius)) + MAX_BLEND + 2
 
 
-def auto_tile(probe: ModelProbe, scale: int, height: int, width: int, tile_pad: int,
-              budget_bytes: int = DEFAULT_BUDGET) -> int:
-    """The largest tile core (LR pixels) whose padded window keeps activations under ``budget_bytes``.
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux ``MemAvailable``; else free pages), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
 
-    Returns ``max(height, width)`` (one tile, no tiling) when the whole image fits. Models with global means
-    are then also run in one pass (tiling them costs two or more passes, see ``upscale_array``).
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_budget() -> int:
+    """The activation budget of the automatic tiling: ``BUDGET_SHARE`` of the memory that really exists now,
+    within [``MIN_BUDGET``, ``MAX_BUDGET``]; ``DEFAULT_BUDGET`` when it cannot be read."""
+    avail = available_memory()
+    if not avail:
+        return DEFAULT_BUDGET
+    return int(min(MAX_BUDGET, max(MIN_BUDGET, BUDGET_SHARE * avail)))
+
+
+def recompute_factor(height: int, width: int, tile: int | tuple[int, int], tile_pad: int) -> float:
+    """Model work of a tiling relative to one whole-image pass: sum of window areas / image area (>= 1)."""
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    rows, cols = plan_axis(height, th, tile_pad), plan_axis(width, tw, tile_pad)
+    area = sum(r.win1 - r.win0 for r in rows) * sum(c.win1 - c.win0 for c in cols)
+    return area / float(height * width)
+
+
+def auto_tile(probe: ModelProbe, scale: int, height: int, width: int, tile_pad: int,
+              budget_bytes: int | None = None) -> tuple[int, int]:
+    """Tile cores (tile_h, tile_w) in LR pixels: the grid whose padded windows each keep activations under
+    ``budget_bytes`` (default ``default_budget()``) with the least total window area (least recomputation).
+
+    Returns ``(height, width)`` (one tile, no tiling) when the whole image fits; models with global means then
+    also run in one exact pass (tiling them costs several passes, see ``upscale_array``). Wide images get full-width
+    bands when those fit, tall ones full-height columns, so the halo is paid on one axis only.
     """
+    budget = default_budget() if budget_bytes is None else budget_bytes
     bpp = bytes_per_lr_pixel(probe, scale)
-    if height * width * bpp <= budget_bytes:
-        return max(height, width)
-    side = int(math.sqrt(budget_bytes / bpp)) - 2 * tile_pad
-    return max(MIN_TILE, side)
+    if height * width * bpp <= budget:
+        return height, width
+    max_px = budget / bpp
+    best: tuple[float, int, int] | None = None
+    for n_r in range(1, max(1, height // MIN_TILE) + 2):
+        for n_c in range(1, max(1, width // MIN_TILE) + 2):
+            th, tw = math.ceil(height / n_r), math.ceil(width / n_c)
+            win_h, win_w = min(height, th + 2 * tile_pad), min(width, tw + 2 * tile_pad)
+            if win_h * win_w > max_px:
+                continue
+            f = recompute_factor(height, width, (th, tw), tile_pad)
+            if best is None or f < best[0]:
+                best = (f, th, tw)
+            break  # more columns only add halo at this row count
+    if best is None:  # even MIN_TILE windows exceed the budget: the smallest tiles there are
+        return min(height, MIN_TILE), min(width, MIN_TILE)
+    return best[1], best[2]
 
 
 # --------------------------------------------------------------------------- tiling
@@ -408,7 +462,7 @@ def _means_converged(new: list[torch.Tensor], old: list[torch.Tensor], tol: floa
 def upscale_array(model: Callable, pixels: np.ndarray, scale: int, tile: int, tile_pad: int,
                   out_dtype: np.dtype | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  global_means: bool | None = None, max_passes: int = 4, tol: float = 1e-4,
+                  global_means: bool | None = None, max_passes: int = 8, tol: float = 1e-6,
                   report: dict | None = None, to_gray: bool = False) -> np.ndarray:
     """Upscale an (H, W, 3) image by ``scale`` with tiles of ``tile`` LR pixels and ``tile_pad`` context.
 
@@ -420,23 +474,27 @@ def upscale_array(model: Callable, pixels: np.ndarray, scale: int, tile: int, ti
     Models with global means (``global_means=True``, or None to probe a torch model) need whole-image means in
     every tile: the first pass collects them per tile core, each further pass injects the previous pass's
     means, until the means a pass produces equal those it was given (relative ``tol``), at most ``max_passes``.
-    Each pass makes at least one more layer's means exact; binary nets are sensitive to them (a sign flips),
-    so for such models tiling is an approximation unless the passes converge: ``report`` (a dict, if given)
-    receives ``passes`` and ``converged``. Whole-image runs (one tile) are always exact. Other callables
+    Each pass makes at least one more layer's means exact; binary nets are sensitive to them (a sign flips), so
+    ``tol`` is 1e-6 (1e-4 left ebsr-light-x4 at --tile 64 3/255 off untiled on Set5 baby; 1e-6 takes it to 1/255
+    on 4 values): for such models tiling is an approximation unless the passes converge, and the automatic tiling
+    runs them whole whenever the budget allows. ``report`` (a dict, if given) receives ``passes``, ``converged``
+    and ``recompute``. Whole-image runs (one tile) are always exact. Other callables
     (onnxruntime sessions) cannot be intercepted: their tiles use tile-local means.
     """
     if pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) image, got shape {pixels.shape}")
     out_dtype = np.dtype(out_dtype or pixels.dtype)
     h, w, _ = pixels.shape
-    rows = plan_axis(h, tile, tile_pad)
-    cols = plan_axis(w, tile, tile_pad)
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    rows = plan_axis(h, th, tile_pad)
+    cols = plan_axis(w, tw, tile_pad)
     out = np.empty((h * scale, w * scale, 1 if to_gray else 3), dtype=out_dtype)
     n_tiles = len(rows) * len(cols)
     if global_means is None:
         global_means = isinstance(model, torch.nn.Module) and probe_model(model).has_global_means
     report = report if report is not None else {}
-    report.update(tiles=n_tiles, passes=1, converged=True)
+    report.update(tiles=n_tiles, passes=1, converged=True,
+                  recompute=round(recompute_factor(h, w, (th, tw), tile_pad), 3))
     if n_tiles == 1 or not global_means:
         _tiled_pass(model, pixels, scale, rows, cols, out, None, progress, 0, n_tiles)
         return out
@@ -457,9 +515,10 @@ def upscale_array(model: Callable, pixels: np.ndarray, scale: int, tile: int, ti
     return out
 
 
-def describe(tile: int, tile_pad: int, height: int, width: int) -> str:
+def describe(tile: int | tuple[int, int], tile_pad: int, height: int, width: int) -> str:
     """A short human description of a tiling, e.g. ``'tile 256 (3x2 tiles), pad 48'``."""
-    n_r, n_c = len(plan_axis(height, tile, tile_pad)), len(plan_axis(width, tile, tile_pad))
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    n_r, n_c = len(plan_axis(height, th, tile_pad)), len(plan_axis(width, tw, tile_pad))
     if n_r * n_c == 1:
         return "whole image (no tiling)"
     return f"tile {tile} ({n_c}x{n_r} tiles), pad {tile_pad}"
@@ -467,8 +526,9 @@ def describe(tile: int, tile_pad: int, height: int, width: int) -> str:
 
 def resolve_tiling(model: Callable, scale: int, height: int, width: int, tile: int,
                    tile_pad: int | None, probe: ModelProbe | None = None,
-                   budget_bytes: int = DEFAULT_BUDGET) -> tuple[int, int, ModelProbe]:
-    """Turn the CLI's ``--tile`` (0 = auto) and ``--tile-pad`` (None = auto) into concrete numbers."""
+                   budget_bytes: int | None = None) -> tuple[int | tuple[int, int], int, ModelProbe]:
+    """Turn the CLI's ``--tile`` (0 = auto: ``auto_tile``, a (tile_h, tile_w) pair) and ``--tile-pad`` (None =
+    auto) into concrete numbers."""
     probe = probe or probe_model(model)
     pad = default_tile_pad(probe) if tile_pad is None else max(0, int(tile_pad))
     if tile < 0:
@@ -478,6 +538,7 @@ def resolve_tiling(model: Callable, scale: int, height: int, width: int, tile: i
 
 
 __all__: Sequence[str] = [
-    "ModelProbe", "probe_model", "bytes_per_lr_pixel", "default_tile_pad", "auto_tile", "Span", "plan_axis",
+    "ModelProbe", "probe_model", "bytes_per_lr_pixel", "default_tile_pad", "available_memory", "default_budget",
+    "recompute_factor", "auto_tile", "Span", "plan_axis",
     "axis_weights", "quantize", "run_tile", "upscale_array", "describe", "resolve_tiling",
 ]
