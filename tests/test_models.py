@@ -38,7 +38,7 @@ def test_forward_shape_all_scales(name):
         assert torch.isfinite(y).all()
     # every 1-bit conv is a BinaryConv2d (the contract profiling and packing rely on); the FP twin has none
     n_bin = sum(isinstance(m, BinaryConv2d) for m in model.modules())
-    if name == "srresnet-fp":
+    if get_model_info(name).binarized.startswith("nothing"):  # srresnet-fp and the light FP references
         assert n_bin == 0
     else:
         assert n_bin >= 32, (name, n_bin, get_model_info(name).binarized)
@@ -62,3 +62,13 @@ def test_unknown_model_suggests_closest_names():
 def test_unsupported_scale_is_a_clear_error():
     with pytest.raises(BsrError, match=r"does not support scale x8 \(supported: x2, x3, x4\)"):
         create_model("bbcu-l", 8)
+
+
+@pytest.mark.parametrize("name,scale,params", [("fsrcnn", 4, 24683), ("espcn", 4, 37200), ("espcn", 2, 26796)])
+def test_light_fp_references_have_their_paper_shapes(name, scale, params):
+    """FSRCNN(56, 12, 4) and ESPCN with RGB in/out: parameter counts follow from the papers' layer lists
+    (FSRCNN: 3*56*25+56 + 56*12+12 + 4*(12*12*9+12) + 12*56+56 + 56*3*81+3 + PReLU slopes 56+12*5+56)."""
+    model = create_model(name, scale)
+    assert sum(p.numel() for p in model.parameters()) == params
+    if name == "fsrcnn":
+        assert 3 * 56 * 25 + 56 + 56 * 12 + 12 + 4 * (12 * 12 * 9 + 12) + 12 * 56 + 56 + 56 * 3 * 81 + 3 + 56 + 12 * 5 + 56 == params
