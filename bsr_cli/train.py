@@ -53,6 +53,8 @@ from bsr_cli.train_state import (
     binary_signs,
     flip_fraction,
     init_from_checkpoint,
+    init_optimizer_from_state,
+    is_train_state,
     load_state,
     model_tensors,
     read_state_info,
@@ -572,6 +574,9 @@ class TrainingRun:
             copied, skipped, note = init_from_checkpoint(self.model, source, self.create_model, cfg.model)
             self.log(f"init from {source}: copied {len(copied)} tensors ({_group_names(copied)}); "
                      f"kept init for {len(skipped)} ({_group_names(skipped)}); {note}")
+            if is_train_state(source) and read_state_info(source)["config"]["model"] == cfg.model:
+                n = init_optimizer_from_state(self.optimizer, self.model, source)
+                self.log(f"Adam moments of {n} parameters continued from {source}")
 
     # ---- the pieces of the loop
 

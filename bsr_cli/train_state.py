@@ -62,6 +62,15 @@ def save_state(path: Path, model, optimizer, info: dict, np_rng: np.random.Gener
     _atomic_save(tensors, path, {"bsr_train_state": json.dumps(meta)})
 
 
+def is_train_state(path: str | Path) -> bool:
+    """True for a `save_state` file (as opposed to a packed checkpoint)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "bsr_train_state" in (f.metadata() or {})
+    except Exception:  # not a safetensors file at all
+        return False
+
+
 def read_state_info(path: Path) -> dict:
     """The JSON part of a resume state file."""
     with safe_open(str(path), framework="pt") as f:
@@ -85,6 +94,31 @@ def load_state(path: Path, model, optimizer, np_rng: np.random.Generator) -> dic
     torch.set_rng_state(tensors["rng.torch"])
     np_rng.bit_generator.state = info.pop("numpy_rng")
     return info
+
+
+def init_optimizer_from_state(optimizer: torch.optim.Optimizer, model: torch.nn.Module, path: str | Path) -> int:
+    """A new stage from a training state of the same model: copy Adam's moments (and step counts) of every
+    parameter whose shape matches, so the stage continues with what the optimizer learnt, not from zero
+    moments (the lr and betas stay the new stage's). Returns the number of parameters restored."""
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        info = json.loads((f.metadata() or {})["bsr_train_state"])
+    saved = {}
+    for key, val in tensors.items():
+        if key.startswith("opt."):
+            _, idx, field = key.split(".", 2)
+            saved.setdefault(int(idx), {})[field] = val
+    params = list(model.parameters())
+    order = info["param_groups"][0]["params"]
+    restored = 0
+    for pos, idx in enumerate(order):
+        st = saved.get(int(idx))
+        if pos >= len(params) or st is None or tuple(st["exp_avg"].shape) != tuple(params[pos].shape):
+            continue
+        optimizer.state[params[pos]] = {k: v.clone().to(params[pos].device) if k != "step" else v.clone()
+                                        for k, v in st.items()}
+        restored += 1
+    return restored
 
 
 def init_from_checkpoint(model: torch.nn.Module, path: str | Path, create_model: Callable, name: str) -> tuple[list, list]:

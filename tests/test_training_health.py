@@ -142,3 +142,28 @@ def test_fp_weight_warmup_switch():
     T.set_weight_binarization(model, True)
     assert torch.equal(conv.binarized_weight().abs(), torch.ones_like(conv.weight))
     assert set(model.state_dict()) == keys
+
+
+@pytest.mark.timeout(300)
+def test_new_stage_from_a_training_state_keeps_latents_and_adam_moments(train_dir, tmp_path):
+    """--init-from state.safetensors of the same model: latents copied exactly (not re-packed) and Adam's
+    moments continued, so a stage hand-off loses neither."""
+    first = tmp_path / "first"
+    assert main(["train", "--model", "e2fif", "--scale", "4", "--iters", "10", "--train-dir", str(train_dir),
+                 "--out", str(first), *FAST]) == 0
+    saved = T.load_file(str(first / T.STATE_FILE))
+    cfg = T.TrainConfig("e2fif", 4, str(train_dir), str(tmp_path / "second"), iters=5, batch_size=4, patch_size=8,
+                        precision="fp32", threads=1, val_every=0, init_from=str(first / T.STATE_FILE))
+    run = T.TrainingRun(cfg, create_model)
+    params = dict(run.model.named_parameters())
+    for name, p in params.items():
+        assert torch.equal(p.detach(), saved[f"model.{name}"]), name
+    order = list(params)
+    with_moments = [i for i, name in enumerate(order) if f"opt.{i}.exp_avg" in saved]
+    assert len(with_moments) == len(order)
+    for i in with_moments:
+        st = run.optimizer.state[params[order[i]]]
+        assert torch.equal(st["exp_avg_sq"], saved[f"opt.{i}.exp_avg_sq"])
+        assert float(st["step"]) == 10
+    assert "Adam moments of" in (tmp_path / "second" / "train.log").read_text()
+    run.log.close()
