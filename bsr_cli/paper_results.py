@@ -19,7 +19,7 @@ def paper_result(model: str, dataset: str, scale: int) -> tuple[float, float] | 
 
 
 # Bicubic baseline: RCAN (ECCV'18) Table 3 / EDSR-lineage comparison tables, copied verbatim by many SR papers
-# (see ../shared/notes/bnn-sr-reference-code.md §5). Manga109 x3 is omitted: not found verbatim.
+# (e.g. RCAN Table 3, EDSR Table 2). Manga109 x3 is omitted: not found verbatim.
 _BICUBIC = {
     "Set5": {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)},
     "Set14": {2: (30.24, 0.8688), 3: (27.55, 0.7742), 4: (26.00, 0.7027)},

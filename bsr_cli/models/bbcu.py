@@ -1,6 +1,6 @@
 """BBCU (Xia et al., ICLR 2023, "Basic Binary Convolution Unit for Binarized Image Restoration Network").
 
-Follows the official code as read in notes §1 (BBCU-SR/quant_convs_bbcu.py, bbcul_arch.py, bbcum_arch.py).
+Follows BBCU (Xia et al., ICLR 2023) and its official code (BBCU-SR/quant_convs_bbcu.py, bbcul_arch.py, bbcum_arch.py).
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def e2fif_tail(scale: int, channels: int) -> nn.Sequential:
 
 @register_model("e2fif", paper="E2FIF (Lang et al. 2022)", family="e2fif", binarized="body (32 convs)")
 def e2fif(scale: int, channels: int = 64, n_blocks: int = 16) -> nn.Module:
-    """SRResNet-E2FIF (notes §2): MeanShift, FP head 3->64, 16 blocks of
+    """SRResNet-E2FIF (E2FIF paper and its official code, pppLang/E2FIF): MeanShift, FP head 3->64, 16 blocks of
     u = LReLU_0.1(BN(BinConv(x)) + x); out = BN(BinConv(u)) + u, global skip, FP conv 64 -> 3s^2 +
     PixelShuffle (registered as `upsampler`; `tail` is Identity).
 

@@ -1,6 +1,6 @@
 """EBSR (Wei et al., arXiv 2303.12270 v1, "EBSR: Enhanced Binary Neural Network for Image Super-Resolution").
 
-No official code exists (notes §3); each choice not stated in the paper is written in the builder's docstring.
+No official code exists for EBSR (arXiv 2303.12270 v1); each choice not stated in the paper is written in the builder's docstring.
 Shared shape (EBSR §4, Fig. 7): FP head (one 3x3 conv), binary body of 16 (light) / 32 (EBSR) blocks of two
 binary units, each unit with its own FP skip, no BN, global skip, FP tail (one 3x3 conv C -> 3s^2 +
 PixelShuffle, the E2FIF tail).
@@ -54,7 +54,7 @@ def ebsr_baseline(scale: int) -> nn.Module:
     alpha*sign((x-beta_c)/alpha) (Eq. 2-4), weights mean|W|*sign(W) (Eq. 1), 16 blocks x 64.
 
     Choice: LeakyReLU(0.1) between the two units of a block, as E2FIF's block (EBSR's baseline is E2FIF
-    without BN, Table 2). 1.57 G OPs at 128x128 x4 (notes §7)."""
+    without BN, Table 2). 1.57 G OPs at 128x128 x4 (SCALES Table V, LSF row)."""
     return ebsr_net(scale, 64, 16)
 
 

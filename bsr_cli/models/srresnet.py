@@ -1,7 +1,7 @@
 """FP twin: the "SRResNet" of the EBSR/SCALES tables (EDSR-baseline shape), and the SR skeleton shared by the
 EDSR-shaped families.
 
-notes §7: 3x3 head 3->64, 16 residual blocks (3x3 conv, ReLU, 3x3 conv, no BN), one 3x3 conv after the body,
+EBSR Table 4 / SCALES Table III FP row, by arithmetic from their figures: 3x3 head 3->64, 16 residual blocks (3x3 conv, ReLU, 3x3 conv, no BN), one 3x3 conv after the body,
 global skip, x4: two stages of 3x3 64->256 + PixelShuffle(2), 3x3 tail 64->3 at HR. 1,517,571 parameters at
 x4 and 64.98 G FLOPs (2 x MACs) at LR 128x128 (SCALES Table III / EBSR Table 4).
 """
@@ -95,6 +95,6 @@ def edsr_baseline(scale: int, channels: int = 64, n_blocks: int = 16, make_body_
 def srresnet_fp(scale: int) -> nn.Module:
     """Full-precision SRResNet/EDSR-baseline, 16 blocks x 64 channels (the FP twin of every binary model).
 
-    Follows notes §7 exactly: no BN, ReLU inside blocks, EDSR MeanShift, conv after the body, pixel-shuffle
+    Matches the cost tables of EBSR Table 4 / SCALES Table III exactly: no BN, ReLU inside blocks, EDSR MeanShift, conv after the body, pixel-shuffle
     upsampler (x3: one 64->576 conv + PixelShuffle(3)), FP 3x3 tail at HR."""
     return edsr_baseline(scale)
