@@ -310,22 +310,31 @@ def resize_alpha_bicubic(alpha: np.ndarray, scale: int) -> np.ndarray:
 def upscale_image(model: Callable, pixels: np.ndarray, alpha: np.ndarray | None, scale: int, tile: int,
                   tile_pad: int, alpha_mode: str = "bicubic",
                   progress: Callable[[int, int], None] | None = None,
-                  report: dict | None = None, global_means: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                  report: dict | None = None, global_means: bool | None = None,
+                  layout: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Upscale colour (or gray) pixels and the alpha plane; dtypes and channel counts are kept.
 
     Gray is replicated to RGB and the clipped output channels averaged back before rounding (as ``bsr eval``).
-    ``report`` receives the tiling facts (tiles, passes, converged) of the colour pass.
+    ``report`` receives the tiling facts (tiles, passes, converged) of the colour pass. ``layout`` (from
+    ``bsr_cli.streaming.plan``): LR part once, HR part in bands, instead of tiling the whole net.
     """
     rgb, gray = _to_rgb(pixels)
-    out = tiling.upscale_array(model, rgb, scale, tile, tile_pad, progress=progress, to_gray=gray, report=report,
-                               global_means=global_means)
+
+    def run(arr, to_gray, rep=None, prog=None):
+        if layout is not None:
+            from bsr_cli import streaming
+
+            return streaming.upscale_array(model, arr, scale, layout, progress=prog, report=rep, to_gray=to_gray)
+        return tiling.upscale_array(model, arr, scale, tile, tile_pad, progress=prog, to_gray=to_gray, report=rep,
+                                    global_means=global_means)
+
+    out = run(rgb, gray, report, progress)
     out_alpha = None
     if alpha is not None:
         plane = alpha.reshape(alpha.shape[0], alpha.shape[1])
         if alpha_mode == "model":
             a3 = np.repeat(plane[:, :, None], 3, axis=2)
-            out_alpha = tiling.upscale_array(model, a3, scale, tile, tile_pad, to_gray=True,
-                                             global_means=global_means)[..., 0]
+            out_alpha = run(a3, True)[..., 0]
         else:
             out_alpha = resize_alpha_bicubic(plane, scale)
     return out, out_alpha
@@ -371,13 +380,14 @@ def process(job: Job, model: Callable, settings: Settings, tiling_for: Callable[
         tile, pad = tiling_for(h, w)
         report: dict = {}
         t_model = time.perf_counter()
+        layout = tiling_for.stream(h, w) if hasattr(tiling_for, "stream") else None
         out, out_alpha = upscale_image(model, pixels, alpha, settings.scale, tile, pad, settings.alpha, progress,
-                                       report, getattr(tiling_for, "global_means", None))
+                                       report, getattr(tiling_for, "global_means", None), layout)
         secs = time.perf_counter() - t_model
         job.latency_ms = round(1e3 * secs, 3)
         job.megapixels_per_s = round(out.shape[0] * out.shape[1] / 1e6 / max(secs, 1e-9), 4)
         job.model_passes = 2 if alpha is not None and settings.alpha == "model" else 1
-        job.tiling = {"tile": tile, "tile_pad": pad, **report}
+        job.tiling = {**layout, **report} if layout else {"tile": tile, "tile_pad": pad, **report}
         if job.reference:
             score_reference(job, out, settings.scale)
         if not report.get("converged", True):
@@ -499,6 +509,18 @@ def make_tiling(model: Callable, probe_source: Callable, scale: int, tile: int,
 
     # whole-image means can be injected only into a torch module (not an onnxruntime session)
     tiling_for.global_means = probe.has_global_means and isinstance(model, torch.nn.Module)
+    if tile == 0 and tile_pad is None:  # automatic: stream the HR part when the whole image does not fit
+        from bsr_cli import streaming
+
+        if streaming.supported(model):
+            parts = streaming.probe_parts(probe_source)
+
+            def stream(h: int, w: int) -> dict | None:
+                if tiling.auto_tile(probe, scale, h, w, tiling.default_tile_pad(probe)) == (h, w):
+                    return None  # one whole-image pass fits
+                return streaming.plan(*parts, scale, h, w)
+
+            tiling_for.stream = stream
     return tiling_for, probe
 
 

@@ -141,3 +141,46 @@ def test_shipped_ebsr_light_tiled_equals_untiled_with_global_pooling():
     diff = np.abs(whole.astype(int) - tiled.astype(int))
     assert report["tiles"] == 4 and report["converged"]
     assert diff.max() <= 1 and int((diff > 0).sum()) <= 20
+
+
+@pytest.mark.skipif(not SET5.is_dir(), reason="../shared/datasets absent")
+@pytest.mark.parametrize("name", ["bbcu-l", "ebsr-light"])
+def test_split_lr_once_hr_bands_equals_untiled(name):
+    """Shipped weights on Set5 baby (128x128 LR) in a 24 MiB budget: the LR part once, the HR part in bands or
+    tiles with a 3-4 px halo, equals one whole-image pass within 1/255 on at most 20 values; ebsr-light's global
+    pooling is computed over the whole image, so it is exact too. LR part recomputed 1.0x, HR part <= 1.6x."""
+    from bsr_cli import backends, streaming
+    from bsr_cli.evaluate import load_hr
+
+    loaded = backends.load(name, 4, threads=1)
+    assert streaming.supported(loaded.model)
+    lr = protocol.bicubic_downscale_uint8(protocol.modcrop(load_hr(SET5 / "baby.png"), 4), 4)
+    whole = tiling.upscale_array(loaded.model, lr, 4, tile=128, tile_pad=0)
+    layout = streaming.plan(*streaming.probe_parts(loaded.torch_model), 4, 128, 128, budget_bytes=24 << 20)
+    report: dict = {}
+    out = streaming.upscale_array(loaded.model, lr, 4, layout, report=report)
+    diff = np.abs(out.astype(int) - whole.astype(int))
+    assert report["hr_tiles"] > 1 and report["recompute_lr"] == 1.0 and report["recompute_hr"] <= 1.6
+    assert diff.max() <= 1 and int((diff > 0).sum()) <= 20
+
+
+def test_upscale_streams_when_the_image_does_not_fit(tmp_path, monkeypatch, capsys):
+    """The CLI's automatic tiling picks split inference (LR once, HR bands) when the budget is too small for one
+    pass, and its output equals the whole-image run's."""
+    import json
+
+    from PIL import Image
+
+    from bsr_cli.cli import main
+
+    src = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(src)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "whole.png"), "-m", "e2fif", "--threads", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"][0]["tiling"]["tiles"] == 1
+    monkeypatch.setattr(tiling, "default_budget", lambda: 2 << 20)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "split.png"), "-m", "e2fif", "--threads", "1", "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)["files"][0]["tiling"]
+    assert t["mode"] == "split" and t["hr_tiles"] > 1
+    a = np.asarray(Image.open(tmp_path / "whole.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "split.png")).astype(int)
+    assert np.abs(a - b).max() <= 1
