@@ -75,6 +75,7 @@ class Job:
     psnr: float | None = None  # vs the reference, bsr eval's protocol (Y, crop = scale)
     ssim: float | None = None
     cost: dict = field(default_factory=dict)  # Eq. 7 ops/flops/bops/params of one pass at this input size
+    compare: dict = field(default_factory=dict)  # --compare: sheet path, panels, crop [y, x, side]
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -94,6 +95,7 @@ class Settings:
     alpha: str = "bicubic"
     skip_existing: bool = False
     force: bool = False
+    compare: Path | None = None  # --compare DIR: a bicubic | bsr | reference sheet per image
 
     @property
     def suffix_text(self) -> str:
@@ -390,6 +392,8 @@ def process(job: Job, model: Callable, settings: Settings, tiling_for: Callable[
         job.tiling = {**layout, **report} if layout else {"tile": tile, "tile_pad": pad, **report}
         if job.reference:
             score_reference(job, out, settings.scale)
+        if settings.compare is not None:
+            write_comparison(job, pixels, out, settings)
         if not report.get("converged", True):
             job.notes.append(f"global means did not settle in {report.get('passes')} tiled passes: "
                              "output approximates the untiled one (a larger --tile helps)")
@@ -477,6 +481,23 @@ def score_reference(job: Job, out: np.ndarray, scale: int) -> None:
         job.psnr, job.ssim = (round(float(v), 4) for v in evaluate.score_sr(sr, hr, scale))
     except BsrError as exc:
         job.notes.append(f"reference {job.reference} not scored: {exc}")
+
+
+def write_comparison(job: Job, pixels: np.ndarray, out: np.ndarray, settings: Settings) -> None:
+    """``--compare DIR``: write ``DIR/<stem>_compare.png`` (``bsr_cli.compare.sheet``); ``job.compare`` records it."""
+    from bsr_cli import compare, evaluate, imageio, protocol
+
+    hr = None
+    if job.reference:
+        try:
+            hr = protocol.modcrop(evaluate.load_hr(Path(job.reference)), settings.scale)
+        except BsrError:
+            hr = None
+    img, layout = compare.sheet(pixels, out, settings.scale, hr)
+    path = settings.compare / f"{job.input.stem}_compare.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.write_image(path, img)
+    job.compare = {"path": str(path), **layout}
 
 
 def load_engine(model_name: str | None, scale: int, checkpoint: Path | None, backend: str,

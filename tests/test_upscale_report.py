@@ -77,3 +77,30 @@ def test_reference_psnr_equals_bsr_eval(tmp_path, capsys):
     psnr, ssim, _ = evaluate.score_image(evaluate.load_hr(SET5 / "bird.png"), sr_fn, 4)
     assert abs(bird["psnr"] - psnr) <= 0.01 and abs(bird["ssim"] - ssim) <= 1e-4
     assert bird["reference"] == str(SET5 / "bird.png")
+
+
+def test_compare_sheet_panels_and_exact_zoom(tmp_path, capsys):
+    """--compare writes bicubic | bsr | reference; the crop row is the SR's own pixels zoomed 4x (nearest), taken
+    where bsr differs most from bicubic."""
+    from bsr_cli import compare
+
+    rng = np.random.default_rng(3)
+    hr = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    lr = protocol.bicubic_downscale_uint8(hr, 4)
+    Image.fromarray(lr).save(tmp_path / "x.png")
+    Image.fromarray(hr).save(tmp_path / "hr.png")
+    rc, doc, err = run(["upscale", tmp_path / "x.png", "-o", tmp_path / "x_sr.png", "-m", "e2fif", "--threads", "1",
+                        "--reference", tmp_path / "hr.png", "--compare", tmp_path / "cmp", "--json"], capsys)
+    assert rc == 0, err
+    info = doc["files"][0]["compare"]
+    assert info["panels"] == ["bicubic", "bsr", "reference"] and info["path"].endswith("x_compare.png")
+    sheet = np.asarray(Image.open(info["path"]).convert("RGB"))
+    sr = np.asarray(Image.open(tmp_path / "x_sr.png").convert("RGB"))
+    y, x, side = info["crop"]
+    top = compare.LABEL + info["overview_height"] + compare.GAP
+    x0 = info["cell_width"] + compare.GAP  # the bsr column
+    zoom = sheet[top:top + side * compare.ZOOM, x0:x0 + side * compare.ZOOM]
+    assert np.array_equal(zoom, np.kron(sr[y:y + side, x:x + side], np.ones((4, 4, 1), dtype=np.uint8)))
+    bic = protocol.bicubic_upscale_uint8(lr, 4)
+    assert (y, x, side) == compare.crop_box(sr, bic)
+    assert sheet.shape == (compare.LABEL + 64 + compare.GAP + side * 4, 3 * info["cell_width"] + 2 * compare.GAP, 3)

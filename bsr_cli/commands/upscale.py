@@ -65,6 +65,9 @@ def command(
     reference: Optional[Path] = typer.Option(None, "--reference", rich_help_panel="Report",
                                              help="HR image (one input) or folder of HR images matched by file "
                                                   "stem: adds PSNR/SSIM as bsr eval computes them (Y, crop = scale)."),
+    compare: Optional[Path] = typer.Option(None, "--compare", rich_help_panel="Report",
+                                           help="Write DIR/<stem>_compare.png per image: bicubic | bsr | reference, "
+                                                "with a zoomed crop where bsr differs most from bicubic."),
 ) -> None:
     """Upscale images with a binary (1-bit) SR model; alpha, 16-bit, gray, ICC and EXIF are kept.
 
@@ -88,7 +91,7 @@ def command(
     if force and skip_existing:
         raise BsrError("--force and --skip-existing contradict each other: pick one")
     settings = up.Settings(scale=scale, tile=tile, tile_pad=tile_pad, suffix=suffix, ext=ext.lower(),
-                           alpha=alpha, skip_existing=skip_existing, force=force)
+                           alpha=alpha, skip_existing=skip_existing, force=force, compare=compare)
 
     out_dir = output if output is not None and output.suffix.lower() not in up.IMAGE_EXTS else None
     pairs, missing, notes = up.collect_inputs(inputs, recursive, exclude=out_dir)
