@@ -18,7 +18,8 @@
 #   stage 7: STAGE=s7 FROM=s6 SEED=6 MORE_X4=3000 MORE_X2=0, x4 entries only (lane order changes no result)
 #   stage 8: STAGE=s8 FROM=bundled SEED=7 MORE_X4=12000 MORE_X2=0 LR=2e-4 BETA2=0.999 EVAL=0 VAL_EVERY=1000
 #            LANES_A="e2fif:4 ma2019-bwn:4 bbcu-l:4 srresnet-fp:4" LANES_B="ebsr-light:4 scales:4"
-#            (first stage with the fixed hand-off: --init-from a packed file restores trainable latents, not ±1)
+#            (first stage with the fixed hand-off: --init-from a packed file restores trainable latents, not ±1;
+#            LOSS_RANGE=1 as every earlier stage; lane A was restarted after e2fif with the same settings)
 # EVAL=0 skips the evaluation lane (run scripts/evaluate_runs.sh later); an interrupted run resumes from its
 # state.safetensors (latents + Adam moments) when the script is started again with the same settings.
 set -u
@@ -30,6 +31,7 @@ FROM=${FROM:-bundled}
 SEED=${SEED:-2}
 LR=${LR:-5e-4}
 BETA2=${BETA2:-0.99}
+LOSS_RANGE=${LOSS_RANGE:-1}   # L1 on 0..1 as stages 1-8 (bsr train's own default is 255)
 EVAL=${EVAL:-1}
 VAL_EVERY=${VAL_EVERY:-600}
 TRAIN_DIR=${BSR_TRAIN_DIR:-../shared/datasets/train/BSD400}
@@ -55,7 +57,7 @@ train_more() {  # train_more MODEL SCALE ITERS -> runs/<m>-x<s>-$STAGE/final.saf
   log "train $model-x$scale: +$iters iterations from $src"
   bsr train --model "$model" --scale "$scale" --train-dir "$TRAIN_DIR" --data-dir "$DATA_DIR" --out "$dir" \
     --init-from "$dir/source.safetensors" --iters "$iters" --batch-size 8 --patch-size 16 --lr "$LR" \
-    --beta2 "$BETA2" --schedule cosine --warmup 50 --val-every "$VAL_EVERY" --save-every 100 --log-every 100 --precision bf16 \
+    --beta2 "$BETA2" --loss-range "$LOSS_RANGE" --schedule cosine --warmup 50 --val-every "$VAL_EVERY" --save-every 100 --log-every 100 --precision bf16 \
     --threads 1 --seed "$SEED" $resume >> "$dir/stdout.log" 2>&1 || { log "FAILED $model-x$scale"; return 1; }
   log "done $model-x$scale: $(grep -h 'done:' "$dir/train.log" | tail -1)"
 }
