@@ -229,18 +229,25 @@ def load(name: str | None, scale: int | None = None, checkpoint: str | Path | No
     if checkpoint is not None and Path(checkpoint).suffix.lower() == ".onnx":
         return _load_onnx_file(name, scale, Path(checkpoint), backend, threads)
     res = resolve(name, scale, checkpoint, pretrained)
-    net = _torch_loader(res.model, res.scale, res.checkpoint)
-    chosen, reason = choose(backend, net)
-    loader = BACKENDS.get(chosen)
-    if loader is None:
-        raise BsrError(f"backend {chosen} not available (available: {', '.join(sorted(BACKENDS))})")
-    if chosen == "torch" and loader is _torch_loader:
-        model = net
-    elif chosen == "bitpack" and loader is _bitpack_loader:
-        from bsr_cli.bitpack.backend import convert_model
+    import torch
 
-        model = convert_model(net)
-    else:
+    torch.set_num_threads(1)  # building is many tiny ops: one thread (see tiling.one_thread), then `threads`
+    try:
+        net = _torch_loader(res.model, res.scale, res.checkpoint)
+        chosen, reason = choose(backend, net)
+        loader = BACKENDS.get(chosen)
+        if loader is None:
+            raise BsrError(f"backend {chosen} not available (available: {', '.join(sorted(BACKENDS))})")
+        model = None
+        if chosen == "torch" and loader is _torch_loader:
+            model = net
+        elif chosen == "bitpack" and loader is _bitpack_loader:
+            from bsr_cli.bitpack.backend import convert_model
+
+            model = convert_model(net)
+    finally:
+        torch.set_num_threads(threads)
+    if model is None:  # other loaders (onnxruntime reads torch's thread count for its own)
         model = loader(res.model, res.scale, res.checkpoint)
     return Loaded(res.model, res.scale, chosen, reason, threads, model, net,
                   str(res.checkpoint) if res.checkpoint else None, res.sha256, res.source)

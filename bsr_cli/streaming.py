@@ -89,7 +89,7 @@ def _to_tensor(window: np.ndarray) -> torch.Tensor:
 def probe_parts(model: nn.Module, size: tuple[int, int] = (24, 20)) -> tuple[tiling.ModelProbe, tiling.ModelProbe]:
     """(LR part probe, HR part probe): receptive radius, floats per LR pixel and global ops of each part."""
     lr = tiling.probe_model(lambda x: lr_features(model, x), size)
-    with torch.inference_mode():
+    with tiling.one_thread(), torch.inference_mode():
         c = lr_features(model, torch.rand(1, 3, *size)).shape[1]
 
     def hr_only(x):  # features derived from x with radius 0, so the tracker follows the HR part alone
@@ -104,7 +104,7 @@ def supported(model: Callable, size: tuple[int, int] = (20, 24)) -> bool:
         return False
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
     try:
-        with torch.inference_mode():
+        with tiling.one_thread(), torch.inference_mode():
             ref = model(x)
             got = hr_part(model, x, lr_features(model, x))
     except Exception:  # noqa: BLE001 - any model that does not follow the contract is simply not streamed

@@ -189,11 +189,25 @@ class _RadiusTracker(TorchFunctionMode):
         return any(int(d) % nd >= nd - 2 for d in dims if isinstance(d, int))
 
 
+class one_thread:
+    """Run small setup work (probes, loading, counting) on one torch thread: tiny tensors gain nothing from the
+    intra-op pool and, on a busy machine, lose milliseconds per op waiting for it."""
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+        return False
+
+
 def probe_model(model: Callable, size: tuple[int, int] = (24, 20)) -> ModelProbe:
     """Run ``model`` once on a small random input and return its receptive field and activation size."""
     x = torch.rand(1, 3, *size)
     tracker = _RadiusTracker(size)
-    with torch.inference_mode(), tracker:
+    with one_thread(), torch.inference_mode(), tracker:
         tracker.track(x, 0.0)
         model(x)
     return ModelProbe(

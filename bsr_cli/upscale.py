@@ -459,7 +459,8 @@ def model_cost(net, height: int, width: int, cache: dict | None = None) -> dict:
         return cache[key]
     from bsr_cli.profiling import profile_model
 
-    r = profile_model(net, (height, width))
+    with tiling.one_thread():
+        r = profile_model(net, (height, width))
     cost = {k: r[k] for k in ("ops", "flops", "bops", "params", "params_fp", "params_bi")}
     if cache is not None:
         cache[key] = cost
