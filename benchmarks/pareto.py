@@ -29,6 +29,7 @@ import logging
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -188,7 +189,8 @@ def measure(cands: list[dict], threads: list[int], size: int, rounds: int, warmu
             for c in cands:
                 for _ in range(warmup):
                     c["fns"][t](x)
-        for _ in range(rounds):
+        for r in range(rounds):
+            print(f"round {r + 1}/{rounds}, load average {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
             for t in threads:
                 torch.set_num_threads(t)
                 for i, c in enumerate(cands):
