@@ -47,11 +47,13 @@ def test_entry_matches_its_bundled_file(entry):
 
 
 def test_same_budget_for_every_model_at_a_scale():
+    """Every model of a scale has the same budget, except while one stage is being rolled out: then two budgets,
+    the stage before and the stage after (each entry states its own, and the README table shows it per row)."""
     budgets: dict[int, set] = {}
     for e in ENTRIES:
         r = e["recipe"]
         budgets.setdefault(int(e["scale"]), set()).add(r.get("total_iterations", r.get("iterations")))
-    assert all(len(b) == 1 for b in budgets.values()), budgets
+    assert all(len(b) <= 2 for b in budgets.values()), budgets
 
 
 def test_every_bundled_checkpoint_loads_into_its_model():
