@@ -179,8 +179,8 @@ class Reporter:
         tile = "auto" if settings.tile == 0 else settings.tile
         glob = f"; global means: {', '.join(probe.global_ops)}" if probe.global_ops else ""
         self.console.print(
-            f"bsr upscale: {engine.name} x{engine.scale} ({engine.backend}: {engine.reason}; "
-            f"{engine.threads} threads); "
+            f"bsr upscale: {engine.name} x{engine.scale}, weights {engine.source} "
+            f"(sha256 {(engine.sha256 or '?')[:12]}); {engine.backend}: {engine.reason}; {engine.threads} threads; "
             f"tile {tile}, pad {pad} (receptive field {probe.receptive_radius:g} px{glob})", highlight=False)
 
     def note(self, text: str) -> None:
