@@ -19,6 +19,7 @@ The cache root, sha256, the offline rule and the downloader itself live in `bsr_
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 from pathlib import Path
@@ -125,17 +126,44 @@ def _set5_psnr(entry: dict) -> float:
         return float("-inf")
 
 
+FLOAT_SHARE_MAX = 0.10  # a default keeps at most 10 % of its FP twin's FLOPs in float (README "Default model")
+
+
+@functools.lru_cache(maxsize=None)
+def _measured_float_share(model: str, scale: int) -> float:
+    from bsr_cli.models import create_model
+    from bsr_cli.profiling import profile_model
+
+    twin = profile_model(create_model("srresnet-fp", scale))["flops"]
+    return profile_model(create_model(model, scale))["flops"] / twin
+
+
+def float_share(entry: dict) -> float:
+    """FLOPs the model still runs in float / FLOPs of its FP twin `srresnet-fp` (Eq. 7 counting, LR 128x128, the
+    entry's scale): the part a 1-bit kernel cannot speed up. Stored in the manifest (`float_flops_share`) by
+    scripts/add_to_manifest.py; measured when missing. e2fif 0.015, ebsr-light 0.026, bbcu-l 0.68 (its HR
+    upsampler and conv), ma2019-bwn 1.0 (FP activations)."""
+    if "float_flops_share" in entry:
+        return float(entry["float_flops_share"])
+    return _measured_float_share(entry["model"], int(entry["scale"]))
+
+
 def default_model(scale: int) -> str | None:
-    """The model name to use at `scale` when none is given: the entry flagged `"default": true`,
-    else the binary entry with the best Set5 PSNR; None when the manifest has nothing at that scale."""
-    at_scale = [e for e in entries() if int(e.get("scale", 0)) == int(scale)]
-    flagged = [e for e in at_scale if e.get("default")]
-    if flagged:
-        return flagged[0]["model"]
+    """The model used at `scale` when none is given, by one rule on measured quality and cost: the best Set5 PSNR
+    among the binary entries whose float share (`float_share`) is at most FLOAT_SHARE_MAX, i.e. that are fast on
+    the 1-bit backend; if none qualifies, the best binary entry; None when the manifest has nothing at `scale`."""
+    chosen = choose_default([e for e in entries() if int(e.get("scale", 0)) == int(scale)])
+    return chosen["model"] if chosen else None
+
+
+def choose_default(at_scale: list[dict]) -> dict | None:
+    """`default_model`'s rule applied to the manifest entries of one scale (scripts/add_to_manifest.py writes
+    its result as the entries' `default` flags)."""
     binary = [e for e in at_scale if e.get("binary", True)]
     if not binary:
         return None
-    return max(binary, key=_set5_psnr)["model"]
+    fast = [e for e in binary if float_share(e) <= FLOAT_SHARE_MAX]
+    return max(fast or binary, key=_set5_psnr)
 
 
 def pretrained_summary() -> dict[str, list[dict]]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Add (or update) a packed checkpoint in bsr's weights manifest.
 
-    python scripts/add_to_manifest.py CKPT [--default] [--bundle] [--license MIT]
+    python scripts/add_to_manifest.py CKPT [--bundle] [--license MIT]
                                       [--data-dir ../shared/datasets/benchmark] [--metrics-json FILE | --no-eval]
 
 Reads the checkpoint's metadata (model, scale, training recipe), computes its sha256 and byte size, names the
@@ -9,7 +9,8 @@ entry `<model>-x<scale>` with file `<model>-x<scale>.safetensors`, copies the fi
 when `--bundle` is given, measures PSNR/SSIM on Set5/Set14/B100/Urban100 at the checkpoint's scale with
 `bsr_cli.evaluate.evaluate` (or takes them from a `bsr eval --json` document given by `--metrics-json`), and
 writes the entry into `bsr_cli/data/weights_manifest.json` (replacing an entry of the same name).
-`--default` makes it the default at its scale (and clears the flag on the others at that scale).
+The entries' `default` flags are rewritten by the rule of `bsr_cli.weights.default_model` (best Set5 among binary
+entries whose float share of the FP twin's FLOPs is <= 10 %), and each entry stores that `float_flops_share`.
 Non-bundled files must be uploaded to the release URL printed at the end.
 """
 from __future__ import annotations
@@ -81,7 +82,7 @@ def metrics_from_json(path: Path, model: str, scale: int) -> dict:
     return {r["dataset"]: _metric_pair(r) for r in rows}
 
 
-def build_entry(ckpt: Path, meta: dict, license_: str, bundled: bool, default: bool, metrics: dict | None,
+def build_entry(ckpt: Path, meta: dict, license_: str, bundled: bool, metrics: dict | None,
                 old: dict | None) -> dict:
     model, scale = meta["model"], int(meta["scale"])
     name = f"{model}-x{scale}"
@@ -95,9 +96,10 @@ def build_entry(ckpt: Path, meta: dict, license_: str, bundled: bool, default: b
         "bytes": ckpt.stat().st_size,
         "urls": [weights.RELEASE_URL.format(version=__version__, file=file)],
         "license": license_,
-        "default": default,
+        "default": False,  # set by the rule in _write_entry
         "bundled": bundled,
         "binary": bool(meta.get("packed")),
+        "float_flops_share": round(weights._measured_float_share(model, scale), 4),
         "format_version": meta.get("format_version"),
         "recipe": meta.get("training") or meta.get("recipe") or {},
         "metrics": metrics if metrics is not None else (old or {}).get("metrics", {}),
@@ -107,7 +109,6 @@ def build_entry(ckpt: Path, meta: dict, license_: str, bundled: bool, default: b
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("ckpt", type=Path, help="packed checkpoint (.safetensors) written by bsr train")
-    ap.add_argument("--default", action="store_true", help="make it the default model at its scale")
     ap.add_argument("--bundle", action="store_true", help="copy it into bsr_cli/weights/ (shipped in the wheel)")
     ap.add_argument("--license", default="MIT")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -136,8 +137,7 @@ def main(argv=None) -> int:
             print(f"evaluating {name} on {', '.join(args.datasets)} with backend {backend} ...", file=sys.stderr)
             metrics = measure(args.ckpt, model, scale, args.data_dir, args.datasets, backend)
             metrics_backend = backend
-        keep_default = args.default or bool(old and old.get("default"))  # re-adding never drops the flag
-        entry = build_entry(args.ckpt, meta, args.license, args.bundle, keep_default, metrics, old)
+        entry = build_entry(args.ckpt, meta, args.license, args.bundle, metrics, old)
         entry["metrics_backend"] = metrics_backend
         if args.bundle:
             dest = weights.BUNDLED_DIR / entry["file"]
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
             if args.ckpt.resolve() != dest.resolve():
                 shutil.copyfile(args.ckpt, dest)
         with _locked(args.manifest):  # re-read: another run may have added an entry while this one was measured
-            _write_entry(args.manifest, entry, name, scale, keep_default)
+            _write_entry(args.manifest, entry, name, scale)
     except BsrError as exc:
         print(f"add_to_manifest: error: {exc}", file=sys.stderr)
         return 2
@@ -166,15 +166,15 @@ def _locked(manifest: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _write_entry(manifest_path: Path, entry: dict, name: str, scale: int, default: bool) -> None:
-    """Replace (or add) the entry `name` in the manifest file, atomically."""
+def _write_entry(manifest_path: Path, entry: dict, name: str, scale: int) -> None:
+    """Replace (or add) the entry `name` in the manifest file, atomically; re-flag the default of its scale."""
     manifest = weights.load_manifest(manifest_path)
     entries = [e for e in manifest["checkpoints"] if e.get("name") != name]
-    if default:
-        for e in entries:
-            if int(e.get("scale", 0)) == scale:
-                e["default"] = False
     entries.append(entry)
+    at_scale = [e for e in entries if int(e.get("scale", 0)) == scale]
+    chosen = weights.choose_default(at_scale)
+    for e in at_scale:
+        e["default"] = e is chosen
     entries.sort(key=lambda e: (int(e.get("scale", 0)), e.get("name", "")))
     manifest["checkpoints"] = entries
     target = manifest_path.resolve()

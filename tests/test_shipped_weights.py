@@ -84,3 +84,18 @@ def test_set5_of_a_shipped_checkpoint_reproduces_the_manifest():
     res = evaluate("e2fif", "Set5", 4, data_dir=str(DATA_DIR), sr_fn=sr_fn)
     assert abs(res["psnr"] - entry["metrics"]["Set5"]["psnr"]) <= 0.01
     assert abs(res["ssim"] - entry["metrics"]["Set5"]["ssim"]) <= 0.001
+
+
+def test_default_per_scale_follows_the_rule_and_shares_are_measured():
+    """The manifest's default flags are `weights.default_model`'s rule (best Set5 among binary entries keeping at
+    most 10 % of the FP twin's FLOPs in float), and each stored float share is what the profiler measures."""
+    from bsr_cli import weights
+
+    for scale in {int(e["scale"]) for e in ENTRIES}:
+        flagged = [e["model"] for e in ENTRIES if int(e["scale"]) == scale and e.get("default")]
+        assert flagged == [weights.default_model(scale)], scale
+    for e in ENTRIES:
+        if e["model"] in ("bbcu-l", "e2fif"):
+            assert e["float_flops_share"] == pytest.approx(weights._measured_float_share(e["model"], e["scale"]),
+                                                           abs=1e-4)
+    assert weights.default_model(4) != "bbcu-l"  # 68 % of its twin's FLOPs stay in float (HR upsampler + conv)

@@ -62,7 +62,7 @@ def server():
 def _entry(urls, payload=PAYLOAD, **kw):
     e = {"name": "m-x4", "model": "m", "scale": 4, "file": "m-x4.safetensors",
          "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload), "urls": urls,
-         "license": "MIT", "default": False, "bundled": False, "binary": True}
+         "license": "MIT", "default": False, "bundled": False, "binary": True, "float_flops_share": 0.02}
     e.update(kw)
     return e
 
@@ -231,8 +231,10 @@ def test_find_entry_and_default(env):
         weights.find_entry("a", 3)
     with pytest.raises(BsrError, match="did you mean a-x4"):
         weights.find_entry("a-x5")
-    write(_entry([], name="a-x4", model="a", metrics={"Set5": {"psnr": 30.1}}, default=True),
-          _entry([], name="b-x4", model="b", metrics={"Set5": {"psnr": 30.5}}))
+    # the rule weighs cost too: b is better but keeps 68 % of its FP twin's FLOPs in float (bbcu-l), so a is the
+    # default; a stale "default" flag in the manifest does not override the rule
+    write(_entry([], name="a-x4", model="a", metrics={"Set5": {"psnr": 30.1}}),
+          _entry([], name="b-x4", model="b", metrics={"Set5": {"psnr": 30.5}}, float_flops_share=0.684, default=True))
     assert weights.default_model(4) == "a"
     summary = weights.pretrained_summary()
     assert [(r["name"], r["default"]) for r in summary["a"]] == [("a-x4", True)]
