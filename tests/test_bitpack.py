@@ -26,7 +26,7 @@ from bsr_cli.nn.binary_conv import BinaryConv2d  # noqa: E402
 from bsr_cli.nn.quantizers import ScaledSign  # noqa: E402
 from bsr_cli.nn.rescaling import SpatialRescale  # noqa: E402
 
-ISAS = list(range(kernel.best_isa() + 1)) if ok else []
+ISAS = kernel.supported_isas() if ok else []  # every path this CPU can run: 0 portable C, 1 AVX2, 2 AVX-512
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -53,7 +53,7 @@ def _reference_conv(x, w):
 @pytest.mark.parametrize(
     "n,c,o,k,h,w",
     [(2, 40, 40, 3, 5, 7), (1, 64, 64, 3, 9, 11), (1, 130, 72, 3, 6, 5), (1, 64, 3, 1, 4, 3), (1, 100, 17, 1, 3, 5),
-     (1, 3, 8, 3, 1, 1), (1, 64, 64, 3, 2, 1)],
+     (1, 3, 8, 3, 1, 1), (1, 64, 64, 3, 2, 1), (1, 256, 48, 3, 4, 5), (1, 60, 180, 1, 3, 4), (1, 64, 256, 3, 3, 3)],
 )
 def test_popcount_core_bit_exact(isa, n, c, o, k, h, w):
     g = torch.Generator().manual_seed(c * 31 + o)
@@ -64,6 +64,23 @@ def test_popcount_core_bit_exact(isa, n, c, o, k, h, w):
     wbits, _ = kernel.pack_weight_signs(wt)
     y = kernel.binary_conv(x, wbits, o, k, torch.ones(o), torch.zeros(o), isa=isa, threads=2)
     assert torch.equal(y.double(), _reference_conv(x, wt))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("c,o,k", [(40, 40, 3), (64, 64, 3), (256, 40, 3), (256, 8, 1), (130, 16, 5)])
+def test_every_bit_disagrees(isa, c, o, k):
+    """x < 0 everywhere, weights > 0: every product is -1, so the output is -(valid taps) * C exactly. The AVX2
+    path counts in bytes (at most 8 per tap-word) and must sum them before 31 tap-words: 3x3 with 256 channels has
+    36 (up to 288 per byte), 5x5 with 130 channels 75. A missing flush shows here, not with random bits."""
+    h, w = 6, 7
+    x = -torch.ones(1, c, h, w)
+    wbits, _ = kernel.pack_weight_signs(torch.ones(o, c, k, k))
+    y = kernel.binary_conv(x, wbits, o, k, torch.ones(o), torch.zeros(o), isa=isa, threads=1)
+    rows = torch.tensor([min(i + k // 2, h - 1) - max(i - k // 2, 0) + 1 for i in range(h)])
+    cols = torch.tensor([min(j + k // 2, w - 1) - max(j - k // 2, 0) + 1 for j in range(w)])
+    want = -(rows.view(-1, 1) * cols.view(1, -1) * c).float()
+    assert torch.equal(y[0], want.expand(o, h, w))
+    assert y[0, 0, h // 2, w // 2].item() == -k * k * c
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -95,6 +112,61 @@ def test_pack_bits(isa):
             (words[..., c // 64] >> (c % 64)) & 1
         want = bits[..., c].to(torch.int64) if c < 70 else torch.zeros_like(got)
         assert torch.equal(got.to(torch.int64), want), c
+
+
+def test_isa_paths_agree_on_real_scales():
+    """The float outputs of every ISA path, with per-channel scale, bias and the whole fused epilogue, are the
+    same bits: the paths differ only in how they count (an integer), the epilogue is the same C."""
+    g = torch.Generator().manual_seed(4)
+    for c, o in ((40, 40), (64, 64), (256, 64)):
+        x, wt = torch.randn(2, c, 9, 13, generator=g), torch.randn(o, c, 3, 3, generator=g)
+        wbits, _ = kernel.pack_weight_signs(wt)
+        args = dict(shift=0.1 * torch.randn(c, generator=g), smap=torch.rand(2, 1, 9, 13, generator=g),
+                    cmap=torch.rand(2, o, 1, 1, generator=g), scale2=torch.rand(o, generator=g),
+                    bias2=torch.randn(o, generator=g), slope=torch.rand(o, generator=g),
+                    post_bias=torch.randn(o, generator=g), residual=torch.randn(2, o, 9, 13, generator=g),
+                    post_slope=torch.rand(o, generator=g))
+        s, b = torch.rand(o, generator=g), torch.randn(o, generator=g)
+        outs = [kernel.binary_conv(x, wbits, o, 3, s, b, isa=isa, threads=1, **args) for isa in ISAS]
+        for y in outs[1:]:
+            assert torch.equal(y, outs[0]), (c, o)
+
+
+def test_isa_forced_by_environment(monkeypatch):
+    """BSR_BITPACK_ISA names a path (read once at import into FORCED_ISA); calls without isa= use it, an explicit
+    isa= wins, a level the CPU lacks makes bitpack unavailable with a one-line reason, a bad name too."""
+    assert kernel._isa_from_env(None) == kernel._isa_from_env("") == kernel._isa_from_env("auto") == -1
+    assert [kernel._isa_from_env(v) for v in ("generic", "AVX2", " avx512 ")] == [0, 1, 2]
+    with pytest.raises(ValueError, match="expected one of"):
+        kernel._isa_from_env("sse4")
+    calls = []
+    real = kernel._kernel
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def conv(self, *args):
+            calls.append(args[-1])
+            return real.conv(*args)
+
+    monkeypatch.setattr(kernel, "_kernel", Spy())
+    x, wbits = torch.randn(1, 64, 3, 3), kernel.pack_weight_signs(torch.randn(8, 64, 3, 3))[0]
+    for forced in ISAS:
+        monkeypatch.setattr(kernel, "FORCED_ISA", forced)
+        assert kernel.bitpack_available() == (True, f"{kernel.ISA_NAMES[forced]} (forced by BSR_BITPACK_ISA; best here: "
+                                              f"{kernel.ISA_NAMES[kernel.best_isa()]}), OpenMP") or not real.openmp()
+        kernel.binary_conv(x, wbits, 8, 3, torch.ones(8), torch.zeros(8))
+        kernel.binary_conv(x, wbits, 8, 3, torch.ones(8), torch.zeros(8), isa=0)
+    assert calls == [v for f in ISAS for v in (f, 0)]
+    monkeypatch.setattr(kernel, "FORCED_ISA", kernel.best_isa() + 1)
+    ok_, why_ = kernel.bitpack_available()
+    assert not ok_ and "BSR_BITPACK_ISA" in why_ and "\n" not in why_
+    with pytest.raises(RuntimeError):
+        kernel.binary_conv(x, wbits, 8, 3, torch.ones(8), torch.zeros(8))
+    monkeypatch.setattr(kernel, "FORCED_ISA", -1)
+    monkeypatch.setattr(kernel, "_ISA_ERROR", "BSR_BITPACK_ISA='sse4': expected one of auto, generic, avx2, avx512")
+    assert kernel.bitpack_available() == (False, kernel._ISA_ERROR)
 
 
 def test_threads_give_the_same_result():
@@ -166,6 +238,25 @@ def test_model_matches_reference(name):
     if name in _FULL_SIZE - {"bbcu-m"}:  # every unit of these bodies runs with its epilogue fused
         assert sum(isinstance(m, FusedBinaryUnit) for m in fast.modules()) == len(binary)
     assert y.shape == ref.shape == (1, 3, scale * h, scale * w)
+    assert (y - ref).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("name", ["e2fif", "ebsr-light", "scales-c40", "bbcu-m"])
+def test_model_matches_reference_on_every_isa(name, isa, monkeypatch):
+    """Whole converted models with the path forced as BSR_BITPACK_ISA does (FORCED_ISA): 64, 40 and 64->256
+    channel convs, against the reference within 1e-5 (dyadic weights, as test_model_matches_reference)."""
+    from bsr_cli.bitpack.backend import convert_model
+
+    monkeypatch.setattr(kernel, "FORCED_ISA", isa)
+    torch.manual_seed(0)  # FP head/tail weights: fixed, so that no value sits on a threshold by chance
+    model = create_model(name, 4).eval()
+    g = torch.Generator().manual_seed(0)
+    _dyadic(model, g)
+    x = torch.rand(1, 3, 13, 17, generator=g)
+    with torch.no_grad():
+        ref = model(x.contiguous(memory_format=torch.channels_last))
+        y = convert_model(model, threads=1)(x)
     assert (y - ref).abs().max().item() <= 1e-5
 
 

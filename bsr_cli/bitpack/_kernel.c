@@ -28,8 +28,10 @@
  *     y = y >= 0 ? y : post_slope[o] * y                   activation after the shortcut (LeakyReLU)
  *
  * Dispatch at run time: AVX-512 VPOPCNTDQ -> AVX2 (nibble-table popcount) -> portable C, chosen with
- * __builtin_cpu_supports; each path is a function compiled for its ISA with __attribute__((target)).
- * Threads: OpenMP over image rows (num_threads = the caller's thread count).
+ * __builtin_cpu_supports; each path is a function compiled for its ISA with __attribute__((target)). Every call
+ * takes an ISA level (-1 = the best; kernel.py passes BSR_BITPACK_ISA's choice), so each path can be run and
+ * tested on a CPU that has a better one.
+ * Threads: OpenMP over bands of image rows (num_threads = the caller's thread count); see run_conv.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -39,6 +41,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -54,7 +57,10 @@ typedef struct {
     int64_t N, H, W, C, CW, O, OP, K;
     const float *scale, *bias, *smap, *cmap, *scale2, *bias2, *slope, *post_bias, *res, *post_slope;
     float *out;              /* [N, H, W, O] */
-    uint64_t *abits;         /* [N, H, W, CW] scratch: packed input */
+    uint64_t *abits;         /* [rows, W, CW] scratch: packed input rows prow0, prow0 + 1, ... (row = n * H + h) */
+    uint64_t *aplanes;       /* AVX2 only, instead of abits: [rows, W, CW, 2] their nibble planes */
+    int64_t prow0;           /* the first packed row held in abits / aplanes */
+    uint64_t *wplanes;       /* AVX2 only: [K * K * CW, OP / 4, 2, 4] nibble planes of wbits, 32-byte aligned */
 } conv_args;
 
 /* ---------------------------------------------------------------- packing (one row of W pixels) */
@@ -63,7 +69,7 @@ static void pack_row_generic(const conv_args *a, int64_t row)
 {
     const float *x = a->x + row * a->W * a->C;
     const float *shift = a->shift ? a->shift + (row / a->H) * a->shift_stride : NULL;
-    uint64_t *dst = a->abits + row * a->W * a->CW;
+    uint64_t *dst = a->abits + (row - a->prow0) * a->W * a->CW;
     for (int64_t w = 0; w < a->W; w++) {
         for (int64_t cw = 0; cw < a->CW; cw++) {
             uint64_t word = 0;
@@ -77,17 +83,35 @@ static void pack_row_generic(const conv_args *a, int64_t row)
     }
 }
 
-__attribute__((target("avx2")))
-static void pack_row_avx2(const conv_args *a, int64_t row)
+/* planes = 0: the packed words into abits; planes = 1: only their nibble planes {word & M, (word >> 4) & M} into
+ * aplanes (all the AVX2 popcount reads; see popc_chunk32_avx2). */
+__attribute__((target("avx2"), always_inline))
+static inline void pack_row_avx2_to(const conv_args *a, int64_t row, const int planes)
 {
     const float *x = a->x + row * a->W * a->C;
     const float *shift = a->shift ? a->shift + (row / a->H) * a->shift_stride : NULL;
-    uint64_t *dst = a->abits + row * a->W * a->CW;
+    uint64_t *dst = planes ? a->aplanes + (row - a->prow0) * a->W * a->CW * 2 : a->abits + (row - a->prow0) * a->W * a->CW;
     const __m256 zero = _mm256_setzero_ps();
+    const uint64_t m = 0x0f0f0f0f0f0f0f0fULL;
+    const int64_t full = a->C / 64;
     for (int64_t w = 0; w < a->W; w++) {
         const float *xp = x + w * a->C;
         for (int64_t cw = 0; cw < a->CW; cw++) {
             uint64_t word = 0;
+            if (cw < full) {                          /* all 64 channels: eight unmasked compares */
+                const float *xq = xp + cw * 64, *sq = shift ? shift + cw * 64 : NULL;
+                for (int q = 0; q < 8; q++) {
+                    __m256 v = _mm256_loadu_ps(xq + 8 * q);
+                    if (sq)
+                        v = _mm256_add_ps(v, _mm256_loadu_ps(sq + 8 * q));
+                    word |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ)) << (8 * q);
+                }
+                if (planes)
+                    dst[2 * (w * a->CW + cw)] = word & m, dst[2 * (w * a->CW + cw) + 1] = (word >> 4) & m;
+                else
+                    dst[w * a->CW + cw] = word;
+                continue;
+            }
             for (int64_t q = 0; q < 64; q += 8) {
                 int64_t c0 = cw * 64 + q;
                 if (c0 >= a->C)
@@ -104,9 +128,24 @@ static void pack_row_avx2(const conv_args *a, int64_t row)
                     }
                 }
             }
-            dst[w * a->CW + cw] = word;
+            if (planes)
+                dst[2 * (w * a->CW + cw)] = word & m, dst[2 * (w * a->CW + cw) + 1] = (word >> 4) & m;
+            else
+                dst[w * a->CW + cw] = word;
         }
     }
+}
+
+__attribute__((target("avx2")))
+static void pack_row_avx2(const conv_args *a, int64_t row)
+{
+    pack_row_avx2_to(a, row, 0);
+}
+
+__attribute__((target("avx2")))
+static void pack_planes_row_avx2(const conv_args *a, int64_t row)
+{
+    pack_row_avx2_to(a, row, 1);
 }
 
 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2")))
@@ -114,7 +153,7 @@ static void pack_row_avx512(const conv_args *a, int64_t row)
 {
     const float *x = a->x + row * a->W * a->C;
     const float *shift = a->shift ? a->shift + (row / a->H) * a->shift_stride : NULL;
-    uint64_t *dst = a->abits + row * a->W * a->CW;
+    uint64_t *dst = a->abits + (row - a->prow0) * a->W * a->CW;
     const __m512 zero = _mm512_setzero_ps();
     const int64_t full = a->C / 64;                   /* words with all 64 channels: four unmasked compares */
     for (int64_t w = 0; w < a->W; w++) {
@@ -152,7 +191,10 @@ static void pack_row_avx512(const conv_args *a, int64_t row)
 }
 
 /* ---------------------------------------------------------------- popcounts (one output row) */
-/* pc[w * OP + o] = d_valid(h, w, o): popcount of XOR over the valid taps; nv[w] = n_valid. OP % 8 == 0. */
+/* For the pixels w0 <= w < w1 of row h: pc[(w - w0) * OP + o] = d_valid(h, w, o), the popcount of XOR over the
+ * valid taps, and nv[w - w0] = n_valid. OP % 8 == 0. A row is done in chunks of pixels (out_chunk) so that pc
+ * stays in L1 beside the weights between the popcounts and the epilogue (AVX-512 64->64 at 96x96, 1 thread: 0.91 ms
+ * with whole rows, 0.62 with chunks of 16 pixels, 0.87 with 32). */
 
 static inline void tap_range(int64_t i, int64_t n, int64_t k, int64_t *k0, int64_t *k1)
 {
@@ -161,69 +203,149 @@ static inline void tap_range(int64_t i, int64_t n, int64_t k, int64_t *k0, int64
     *k1 = n - i + p < k ? n - i + p : k;         /* one past the last tap with i + t - p <= n - 1 */
 }
 
-static void popc_row_generic(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
+static void popc_row_generic(const conv_args *a, int64_t n, int64_t h, int64_t w0, int64_t w1, int32_t *pc,
+                             int32_t *nv)
 {
-    int64_t K = a->K, p = K / 2, CW = a->CW, OP = a->OP, kh0, kh1;
+    /* fields in locals: the popcount may be a libgcc call, after which a->... would be re-read */
+    const int64_t K = a->K, p = K / 2, CW = a->CW, OP = a->OP, O = a->O, W = a->W, C = a->C;
+    const uint64_t *abits = a->abits + (n * a->H + h - p - a->prow0) * W * CW, *wbits = a->wbits;
+    int64_t kh0, kh1;
     tap_range(h, a->H, K, &kh0, &kh1);
-    for (int64_t w = 0; w < a->W; w++) {
+    for (int64_t w = w0; w < w1; w++) {
         int64_t kw0, kw1;
-        tap_range(w, a->W, K, &kw0, &kw1);
-        nv[w] = (int32_t)((kh1 - kh0) * (kw1 - kw0) * a->C);
-        for (int64_t o = 0; o < a->O; o++) {
+        tap_range(w, W, K, &kw0, &kw1);
+        nv[w - w0] = (int32_t)((kh1 - kh0) * (kw1 - kw0) * C);
+        for (int64_t o = 0; o < O; o++) {
             int64_t d = 0;
             for (int64_t kh = kh0; kh < kh1; kh++)
                 for (int64_t kw = kw0; kw < kw1; kw++) {
-                    const uint64_t *ip = a->abits + ((n * a->H + h + kh - p) * a->W + (w + kw - p)) * CW;
-                    const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + o;
+                    const uint64_t *ip = abits + (kh * W + (w + kw - p)) * CW;   /* input row h + kh - p */
+                    const uint64_t *wp = wbits + (kh * K + kw) * CW * OP + o;
                     for (int64_t cw = 0; cw < CW; cw++)
                         d += __builtin_popcountll(ip[cw] ^ wp[cw * OP]);
                 }
-            pc[w * OP + o] = (int32_t)d;
+            pc[(w - w0) * OP + o] = (int32_t)d;
         }
     }
 }
 
-/* AVX2 has no vector popcount: count bits per byte with a 16-entry nibble table (vpshufb), then sum the
- * 8 bytes of each 64-bit lane with vpsadbw against zero. */
-__attribute__((target("avx2")))
-static inline __m256i popcnt_epi64_avx2(__m256i v)
+/* AVX2 has no vector popcount: count the bits of each nibble with a 16-entry table (vpshufb). Two identities
+ * take most of the work out of the inner loop. (1) AND and shifts distribute over XOR: with M = 0x0f0f..0f,
+ *     (a ^ w) & M = (a & M) ^ (w & M),   ((a ^ w) >> 4) & M = ((a >> 4) & M) ^ ((w >> 4) & M),
+ * so the nibble planes of the weights are made once per call (avx2_weight_planes) and those of the activations
+ * once per packed word, by the packing (pack_planes_row_avx2); per 4 output channels and tap-word the loop is then
+ * 2 vpxor, 2 vpshufb, 2 vpaddb (6 uops; it was 9 with the shift, 2 masks, vpsadbw and vpaddq per tap).
+ * (2) The horizontal byte sum (vpsadbw) is deferred: each byte of the counter gains at most 4 + 4 per tap-word,
+ * so it holds AVX2_MAX_WORDS = 31 tap-words (248 <= 255) before it must be summed. 3x3 convs with 40 or 64
+ * input channels have 9 tap-words (<= 72 per byte: one sum per output); with 256 channels they have 36
+ * (up to 288), so the taps are summed in chunks of 31. Register blocking: 8 counters (32 output channels) share
+ * each broadcast activation plane. */
+#define AVX2_MAX_WORDS 31
+
+/* [K*K*CW tap-words][OP/4 groups][lo, hi][4 channels]: the weight words' low and high nibble planes. */
+static void avx2_weight_planes(const conv_args *a, uint64_t *wpl)
 {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i nib = _mm256_set1_epi8(0x0f);
-    __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, nib));
-    __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
-    return _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256());
+    const uint64_t m = 0x0f0f0f0f0f0f0f0fULL;
+    int64_t taps = a->K * a->K * a->CW, OP = a->OP;
+    for (int64_t t = 0; t < taps; t++)
+        for (int64_t o = 0; o < OP; o++) {
+            uint64_t w = a->wbits[t * OP + o];
+            uint64_t *dst = wpl + t * 2 * OP + (o / 4) * 8 + o % 4;
+            dst[0] = w & m, dst[4] = (w >> 4) & m;
+        }
+}
+
+/* 8 output channels (2 groups of 4) of one tap-word into byte counters A, B; lo, hi: the activation planes,
+ * w: the tap-word's weight planes at the first group. */
+#define AVX2_TWO_GROUPS(A, B, w)                                                                              \
+    do {                                                                                                      \
+        A = _mm256_add_epi8(A, _mm256_add_epi8(                                                               \
+                _mm256_shuffle_epi8(lut, _mm256_xor_si256(lo, _mm256_load_si256((w)))),                       \
+                _mm256_shuffle_epi8(lut, _mm256_xor_si256(hi, _mm256_load_si256((w) + 1)))));                 \
+        B = _mm256_add_epi8(B, _mm256_add_epi8(                                                               \
+                _mm256_shuffle_epi8(lut, _mm256_xor_si256(lo, _mm256_load_si256((w) + 2))),                   \
+                _mm256_shuffle_epi8(lut, _mm256_xor_si256(hi, _mm256_load_si256((w) + 3)))));                 \
+    } while (0)
+
+/* Byte counters A, B (4 channels each) -> 8 int32 popcounts in channel order, stored (first) or added at d. */
+__attribute__((target("avx2"), always_inline))
+static inline void avx2_flush2(__m256i A, __m256i B, int32_t *d, int add)
+{
+    const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7), z = _mm256_setzero_si256();
+    __m256i v = _mm256_or_si256(_mm256_sad_epu8(A, z), _mm256_slli_epi64(_mm256_sad_epu8(B, z), 32));
+    v = _mm256_permutevar8x32_epi32(v, order);   /* each qword sum < 2^32 */
+    _mm256_storeu_si256((__m256i *)d, add ? _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)d), v) : v);
+}
+
+#define AVX2_LUT _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4)
+
+/* Output channels [4 q, 4 q + 32) of one pixel over its tap-words t0 <= t < t1 (at most AVX2_MAX_WORDS):
+ * px + off[t] -> the activation planes (lo, hi) of tap-word t (px: the pixel's own planes), wp[t] -> its weight
+ * planes. 8 byte counters in registers; dst[0..32) = (add ? dst + : ) the popcounts. One chunk per call, and no
+ * tree-PRE: otherwise GCC 12 keeps the flush's constants in registers across the loop and spills 1-3 counters and
+ * copies the others (checked with objdump: the loop is then 16 vpxor, 16 vpshufb, 16 vpaddb, 2 vpbroadcastq). */
+__attribute__((target("avx2"), noinline, optimize("no-tree-pre")))
+static void popc_chunk32_avx2(const uint64_t *px, const int64_t *off, const __m256i *const *wp, int64_t t0,
+                              int64_t t1, int64_t q, int32_t *dst, int add)
+{
+    const __m256i lut = AVX2_LUT;
+    __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+    for (int64_t t = t0; t < t1; t++) {
+        const uint64_t *ap = px + off[t];
+        const __m256i lo = _mm256_set1_epi64x((long long)ap[0]), hi = _mm256_set1_epi64x((long long)ap[1]);
+        const __m256i *w = wp[t] + 2 * q;
+        AVX2_TWO_GROUPS(c0, c1, w);
+        AVX2_TWO_GROUPS(c2, c3, w + 4);
+        AVX2_TWO_GROUPS(c4, c5, w + 8);
+        AVX2_TWO_GROUPS(c6, c7, w + 12);
+    }
+    avx2_flush2(c0, c1, dst, add), avx2_flush2(c2, c3, dst + 8, add);
+    avx2_flush2(c4, c5, dst + 16, add), avx2_flush2(c6, c7, dst + 24, add);
+}
+
+/* The same for 8 output channels [4 q, 4 q + 8). */
+__attribute__((target("avx2"), noinline))
+static void popc_chunk8_avx2(const uint64_t *px, const int64_t *off, const __m256i *const *wp, int64_t t0,
+                             int64_t t1, int64_t q, int32_t *dst, int add)
+{
+    const __m256i lut = AVX2_LUT;
+    __m256i c0 = _mm256_setzero_si256(), c1 = c0;
+    for (int64_t t = t0; t < t1; t++) {
+        const uint64_t *ap = px + off[t];
+        const __m256i lo = _mm256_set1_epi64x((long long)ap[0]), hi = _mm256_set1_epi64x((long long)ap[1]);
+        AVX2_TWO_GROUPS(c0, c1, wp[t] + 2 * q);
+    }
+    avx2_flush2(c0, c1, dst, add);
 }
 
 __attribute__((target("avx2")))
-static void popc_row_avx2(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
+static void popc_row_avx2(const conv_args *a, int64_t n, int64_t h, int64_t w0, int64_t w1, int32_t *pc, int32_t *nv)
 {
-    int64_t K = a->K, p = K / 2, CW = a->CW, OP = a->OP, kh0, kh1;
+    int64_t K = a->K, p = K / 2, CW = a->CW, OP = a->OP, Q = OP / 4, kh0, kh1, kw0 = -1, kw1 = -1, nw = 0;
     tap_range(h, a->H, K, &kh0, &kh1);
-    for (int64_t w = 0; w < a->W; w++) {
-        int64_t kw0, kw1;
-        tap_range(w, a->W, K, &kw0, &kw1);
-        nv[w] = (int32_t)((kh1 - kh0) * (kw1 - kw0) * a->C);
-        for (int64_t g = 0; g < OP; g += 8) {          /* 8 output channels = two ymm of 4 x int64 */
-            __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+    int64_t off[K * K * CW];                      /* tap-word -> offset of its activation planes from the pixel's */
+    const __m256i *wp[K * K * CW];
+    for (int64_t w = w0; w < w1; w++) {
+        int64_t k0, k1;
+        tap_range(w, a->W, K, &k0, &k1);
+        if (k0 != kw0 || k1 != kw1) {             /* the same list serves every interior pixel of the row */
+            kw0 = k0, kw1 = k1, nw = 0;
             for (int64_t kh = kh0; kh < kh1; kh++)
-                for (int64_t kw = kw0; kw < kw1; kw++) {
-                    const uint64_t *ip = a->abits + ((n * a->H + h + kh - p) * a->W + (w + kw - p)) * CW;
-                    const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + g;
-                    for (int64_t cw = 0; cw < CW; cw++) {
-                        __m256i x = _mm256_set1_epi64x((long long)ip[cw]);
-                        acc0 = _mm256_add_epi64(acc0, popcnt_epi64_avx2(_mm256_xor_si256(
-                                   x, _mm256_loadu_si256((const __m256i *)(wp + cw * OP)))));
-                        acc1 = _mm256_add_epi64(acc1, popcnt_epi64_avx2(_mm256_xor_si256(
-                                   x, _mm256_loadu_si256((const __m256i *)(wp + cw * OP + 4)))));
+                for (int64_t kw = kw0; kw < kw1; kw++)
+                    for (int64_t cw = 0; cw < CW; cw++, nw++) {
+                        off[nw] = (((kh - p) * a->W + (kw - p)) * CW + cw) * 2;
+                        wp[nw] = (const __m256i *)(a->wplanes + ((kh * K + kw) * CW + cw) * 2 * OP);
                     }
-                }
-            int64_t t[8];
-            _mm256_storeu_si256((__m256i *)t, acc0);
-            _mm256_storeu_si256((__m256i *)(t + 4), acc1);
-            for (int j = 0; j < 8; j++)
-                pc[w * OP + g + j] = (int32_t)t[j];
+        }
+        nv[w - w0] = (int32_t)((kh1 - kh0) * (kw1 - kw0) * a->C);
+        const uint64_t *px = a->aplanes + ((n * a->H + h - a->prow0) * a->W + w) * CW * 2;
+        for (int64_t t0 = 0; t0 < nw; t0 += AVX2_MAX_WORDS) {
+            const int64_t t1 = nw - t0 < AVX2_MAX_WORDS ? nw : t0 + AVX2_MAX_WORDS;
+            int64_t q = 0;
+            for (; q + 8 <= Q; q += 8)
+                popc_chunk32_avx2(px, off, wp, t0, t1, q, pc + (w - w0) * OP + 4 * q, t0 > 0);
+            for (; q < Q; q += 2)
+                popc_chunk8_avx2(px, off, wp, t0, t1, q, pc + (w - w0) * OP + 4 * q, t0 > 0);
         }
     }
 }
@@ -277,7 +399,7 @@ static inline void popc_pixel_avx512(const conv_args *a, int64_t n, int64_t h, i
         __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
         for (int64_t kh = kh0; kh < kh1; kh++)
             for (int64_t kw = kw0; kw < kw1; kw++) {
-                const uint64_t *ip = a->abits + ((n * a->H + h + kh - p) * a->W + (w + kw - p)) * CW;
+                const uint64_t *ip = a->abits + ((n * a->H + h + kh - p - a->prow0) * a->W + (w + kw - p)) * CW;
                 const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + g;
                 for (int64_t cw = 0; cw < CW; cw++, wp += OP) {
                     __m512i x = _mm512_set1_epi64((long long)ip[cw]);
@@ -296,7 +418,7 @@ static inline void popc_pixel_avx512(const conv_args *a, int64_t n, int64_t h, i
         __m512i acc = _mm512_setzero_si512();
         for (int64_t kh = kh0; kh < kh1; kh++)
             for (int64_t kw = kw0; kw < kw1; kw++) {
-                const uint64_t *ip = a->abits + ((n * a->H + h + kh - p) * a->W + (w + kw - p)) * CW;
+                const uint64_t *ip = a->abits + ((n * a->H + h + kh - p - a->prow0) * a->W + (w + kw - p)) * CW;
                 const uint64_t *wp = a->wbits + (kh * K + kw) * CW * OP + g;
                 for (int64_t cw = 0; cw < CW; cw++, wp += OP)
                     acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(
@@ -309,25 +431,27 @@ static inline void popc_pixel_avx512(const conv_args *a, int64_t n, int64_t h, i
 /* AVX-512 VPOPCNTDQ: one zmm holds 8 output channels (8 x uint64); the activation word of a tap is broadcast,
  * XORed with 8 weight words and popcounted. Interior pixels go in pairs (popc_pair32_avx512). */
 __attribute__((target(AVX512_TARGET)))
-static void popc_row_avx512(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv)
+static void popc_row_avx512(const conv_args *a, int64_t n, int64_t h, int64_t w0, int64_t w1, int32_t *pc,
+                            int32_t *nv)
 {
     int64_t K = a->K, p = K / 2, OP = a->OP, kh0, kh1;
     tap_range(h, a->H, K, &kh0, &kh1);
-    for (int64_t w = 0; w < a->W;) {
+    for (int64_t w = w0; w < w1;) {
         int64_t kw0, kw1;
+        int32_t *d = pc + (w - w0) * OP;
         tap_range(w, a->W, K, &kw0, &kw1);
-        nv[w] = (int32_t)((kh1 - kh0) * (kw1 - kw0) * a->C);
-        if (w >= p && w + 1 + p < a->W && OP >= 32) {  /* w and w + 1 both have every horizontal tap */
-            const uint64_t *in0 = a->abits + ((n * a->H + h + kh0 - p) * a->W + (w - p)) * a->CW;
+        nv[w - w0] = (int32_t)((kh1 - kh0) * (kw1 - kw0) * a->C);
+        if (w >= p && w + 1 + p < a->W && w + 1 < w1 && OP >= 32) {  /* w, w + 1 both have every horizontal tap */
+            const uint64_t *in0 = a->abits + ((n * a->H + h + kh0 - p - a->prow0) * a->W + (w - p)) * a->CW;
             int64_t g = 0;
             for (; g + 32 <= OP; g += 32)
-                popc_pair32_avx512(a, in0, kh0, kh1, g, pc + w * OP + g, pc + (w + 1) * OP + g);
-            popc_pixel_avx512(a, n, h, w, kh0, kh1, 0, K, g, pc + w * OP);
-            popc_pixel_avx512(a, n, h, w + 1, kh0, kh1, 0, K, g, pc + (w + 1) * OP);
-            nv[w + 1] = nv[w];
+                popc_pair32_avx512(a, in0, kh0, kh1, g, d + g, d + OP + g);
+            popc_pixel_avx512(a, n, h, w, kh0, kh1, 0, K, g, d);
+            popc_pixel_avx512(a, n, h, w + 1, kh0, kh1, 0, K, g, d + OP);
+            nv[w + 1 - w0] = nv[w - w0];
             w += 2;
         } else {
-            popc_pixel_avx512(a, n, h, w, kh0, kh1, kw0, kw1, 0, pc + w * OP);
+            popc_pixel_avx512(a, n, h, w, kh0, kh1, kw0, kw1, 0, d);
             w += 1;
         }
     }
@@ -339,8 +463,8 @@ static void popc_row_avx512(const conv_args *a, int64_t n, int64_t h, int32_t *p
  * loop serves every combination. `ones`/`zeros` have O entries. */
 
 __attribute__((always_inline))
-static inline void epilogue_row(const conv_args *a, int64_t n, int64_t h, const int32_t *pc, const int32_t *nv,
-                                const float *ones, const float *zeros)
+static inline void epilogue_row(const conv_args *a, int64_t n, int64_t h, int64_t w0, int64_t w1, const int32_t *pc,
+                                const int32_t *nv, const float *ones, const float *zeros)
 {
     const int64_t O = a->O, OP = a->OP;
     const float *restrict scale = a->scale, *restrict bias = a->bias;
@@ -349,23 +473,23 @@ static inline void epilogue_row(const conv_args *a, int64_t n, int64_t h, const 
     const float *restrict slope = a->slope ? a->slope : ones, *restrict post_bias = a->post_bias ? a->post_bias : zeros;
     const float *restrict post_slope = a->post_slope ? a->post_slope : ones;
     if (!a->cmap && !a->smap && !a->scale2 && !a->slope && !a->post_bias && !a->post_slope) {
-        for (int64_t w = 0; w < a->W; w++) {     /* plain conv (+ shortcut): skip the neutral stages */
+        for (int64_t w = w0; w < w1; w++) {      /* plain conv (+ shortcut): skip the neutral stages */
             const int64_t pix = (n * a->H + h) * a->W + w;
             float *restrict y = a->out + pix * O;
             const float *restrict r = a->res ? a->res + pix * O : zeros;
-            const int32_t *restrict d = pc + w * OP;
-            const float nvw = (float)nv[w];
+            const int32_t *restrict d = pc + (w - w0) * OP;
+            const float nvw = (float)nv[w - w0];
             for (int64_t o = 0; o < O; o++)
                 y[o] = scale[o] * (nvw - 2.0f * (float)d[o]) + bias[o] + r[o];
         }
         return;
     }
-    for (int64_t w = 0; w < a->W; w++) {
+    for (int64_t w = w0; w < w1; w++) {
         const int64_t pix = (n * a->H + h) * a->W + w;
         float *restrict y = a->out + pix * O;
         const float *restrict r = a->res ? a->res + pix * O : zeros;
-        const int32_t *restrict d = pc + w * OP;
-        const float nvw = (float)nv[w], s = a->smap ? a->smap[pix] : 1.0f;
+        const int32_t *restrict d = pc + (w - w0) * OP;
+        const float nvw = (float)nv[w - w0], s = a->smap ? a->smap[pix] : 1.0f;
         for (int64_t o = 0; o < O; o++) {
             float v = scale[o] * (nvw - 2.0f * (float)d[o]) + bias[o];  /* dot = n_valid - 2 d (exact in float) */
             v = v * cmap[o] * s;
@@ -377,27 +501,43 @@ static inline void epilogue_row(const conv_args *a, int64_t n, int64_t h, const 
     }
 }
 
+/* Pixels per chunk: 16 (4 KB of int32 popcounts at 64 output channels), up to 32 when there are fewer than 64
+ * (AVX-512 64->256 at 96x96: 4.27 ms with 4-pixel chunks, 3.99 with 16). Even; the first chunk has K/2 more
+ * (the left border), so that the AVX-512 path's pixel pairs never straddle two chunks. */
+static inline int64_t out_chunk(const conv_args *a)
+{
+    int64_t c = 1024 / a->OP;
+    return c < 16 ? 16 : c > 32 ? 32 : c & ~(int64_t)1;
+}
+
+/* The portable path does the whole row at once (chunks measured 3-10% slower there). */
 static void out_row_generic(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv, const float *ones,
                             const float *zeros)
 {
-    popc_row_generic(a, n, h, pc, nv);
-    epilogue_row(a, n, h, pc, nv, ones, zeros);
+    popc_row_generic(a, n, h, 0, a->W, pc, nv);
+    epilogue_row(a, n, h, 0, a->W, pc, nv, ones, zeros);
 }
 
 __attribute__((target("avx2,fma")))
 static void out_row_avx2(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv, const float *ones,
                          const float *zeros)
 {
-    popc_row_avx2(a, n, h, pc, nv);
-    epilogue_row(a, n, h, pc, nv, ones, zeros);
+    for (int64_t w0 = 0, c = out_chunk(a), w1 = c + a->K / 2; w0 < a->W; w0 = w1, w1 += c) {
+        w1 = w1 < a->W ? w1 : a->W;
+        popc_row_avx2(a, n, h, w0, w1, pc, nv);
+        epilogue_row(a, n, h, w0, w1, pc, nv, ones, zeros);
+    }
 }
 
 __attribute__((target(AVX512_TARGET ",fma")))
 static void out_row_avx512(const conv_args *a, int64_t n, int64_t h, int32_t *pc, int32_t *nv, const float *ones,
                            const float *zeros)
 {
-    popc_row_avx512(a, n, h, pc, nv);
-    epilogue_row(a, n, h, pc, nv, ones, zeros);
+    for (int64_t w0 = 0, c = out_chunk(a), w1 = c + a->K / 2; w0 < a->W; w0 = w1, w1 += c) {
+        w1 = w1 < a->W ? w1 : a->W;
+        popc_row_avx512(a, n, h, w0, w1, pc, nv);
+        epilogue_row(a, n, h, w0, w1, pc, nv, ones, zeros);
+    }
 }
 
 /* ---------------------------------------------------------------- dispatch + threads */
@@ -414,28 +554,75 @@ static int best_isa(void)
     return ISA_GENERIC;
 }
 
-static void run_conv(conv_args *a, int isa, int threads, const float *ones, const float *zeros)
+/* Each thread's packed rows live in a buffer of its own kept between calls (up to SCRATCH_KEEP bytes): a fresh
+ * malloc of >= 128 KB is a fresh mmap whose page faults cost more than the packing. */
+#define SCRATCH_KEEP ((size_t)64 << 20)
+static _Thread_local void *scratch_ptr;
+static _Thread_local size_t scratch_size;
+
+static void *scratch_get(size_t n)
+{
+    if (n > scratch_size) {
+        free(scratch_ptr);
+        scratch_ptr = malloc(n);
+        scratch_size = scratch_ptr ? n : 0;
+    }
+    return scratch_ptr;
+}
+
+static void scratch_release(void)
+{
+    if (scratch_size > SCRATCH_KEEP)
+        free(scratch_ptr), scratch_ptr = NULL, scratch_size = 0;
+}
+
+/* Rows in bands of ROW_BAND output rows (one thread: the whole image), one band at a time per thread (dynamic
+ * schedule): a band first packs the input rows it reads into the thread's own buffer, then computes its rows, so
+ * no thread waits for another's packing. There used to be a barrier between packing and computing: on a loaded
+ * 2-core box one descheduled thread then held the other spinning (2 threads, load 7: 16 ms of CPU for a 1 ms
+ * conv; 8-11 ms with bands). A band re-packs the 2p rows it shares with its neighbours (2 of 16 for 3x3); packing
+ * each row just before its first use instead measured 3-6% slower at 1 thread. Returns -1 when out of memory. */
+#define ROW_BAND 16
+
+static int run_conv(conv_args *a, int isa, int threads, const float *ones, const float *zeros)
 {
     void (*pack)(const conv_args *, int64_t) =
-        isa == ISA_AVX512 ? pack_row_avx512 : isa == ISA_AVX2 ? pack_row_avx2 : pack_row_generic;
+        isa == ISA_AVX512 ? pack_row_avx512 : isa == ISA_AVX2 ? pack_planes_row_avx2 : pack_row_generic;
     void (*row)(const conv_args *, int64_t, int64_t, int32_t *, int32_t *, const float *, const float *) =
         isa == ISA_AVX512 ? out_row_avx512 : isa == ISA_AVX2 ? out_row_avx2 : out_row_generic;
-    int64_t rows = a->N * a->H;
+    const int64_t p = a->K / 2, band = threads > 1 ? ROW_BAND : a->H, bands = (a->H + band - 1) / band;
+    const size_t row_words = (size_t)(a->W * a->CW * (isa == ISA_AVX2 ? 2 : 1));
+    int failed = 0;
     (void)threads;
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads) reduction(| : failed)
     {
+        /* per thread: the packed rows of one band plus p above and below, and the popcounts of one pixel chunk */
+        const int64_t cmax = isa == ISA_GENERIC ? a->W : out_chunk(a) + p;
+        uint64_t *packed = scratch_get(sizeof(uint64_t) * row_words * (size_t)(band + 2 * p));
+        int32_t *pc = malloc(sizeof(int32_t) * (size_t)(cmax * a->OP + cmax));
+        conv_args t = *a;
+        failed = !packed || !pc;
+        if (isa == ISA_AVX2)
+            t.aplanes = packed;
+        else
+            t.abits = packed;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t r = 0; r < rows; r++)
-            pack(a, r);
-        /* implicit barrier: every packed row is ready before any output row reads its neighbours */
-        int32_t *pc = malloc(sizeof(int32_t) * (size_t)(a->W * a->OP + a->W));
-        if (pc) {
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t r = 0; r < rows; r++)
-                row(a, r / a->H, r % a->H, pc, pc + a->W * a->OP, ones, zeros);
-            free(pc);
+        for (int64_t b = 0; b < a->N * bands; b++) {
+            if (!failed) {
+                const int64_t n = b / bands, h0 = (b % bands) * band;
+                const int64_t h1 = h0 + band < a->H ? h0 + band : a->H;
+                const int64_t r0 = h0 - p > 0 ? h0 - p : 0;      /* first input row the band reads */
+                t.prow0 = n * a->H + r0;
+                for (int64_t r = r0; r < h1 + p && r < a->H; r++)
+                    pack(&t, n * a->H + r);
+                for (int64_t h = h0; h < h1; h++)
+                    row(&t, n, h, pc, pc + cmax * a->OP, ones, zeros);
+            }
         }
+        free(pc);
+        scratch_release();
     }
+    return failed ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------- spatial re-scaling map */
@@ -554,6 +741,8 @@ static int parse_isa(int isa)
 
 #define PTR(v) ((void *)(uintptr_t)(v))
 
+
+
 /* conv(x, shift, shift_stride, wbits, N, H, W, C, O, OP, K, scale, bias, smap, cmap, scale2, bias2, slope,
  *      post_bias, res, post_slope, out, threads, isa) -- arrays are addresses (0 = absent); see conv_args. */
 static PyObject *py_conv(PyObject *self, PyObject *args)
@@ -576,19 +765,27 @@ static PyObject *py_conv(PyObject *self, PyObject *args)
         return NULL;
     conv_args a = {PTR(x), PTR(shift), shift_stride, PTR(wbits), N, H, W, C, (C + 63) / 64, O, OP, K,
                    PTR(scale), PTR(bias), PTR(smap), PTR(cmap), PTR(scale2), PTR(bias2), PTR(slope),
-                   PTR(post_bias), PTR(res), PTR(post_slope), PTR(out), NULL};
-    a.abits = malloc(sizeof(uint64_t) * (size_t)(N * H * W * a.CW));
+                   PTR(post_bias), PTR(res), PTR(post_slope), PTR(out), NULL, NULL, 0, NULL};
     float *ones = malloc(sizeof(float) * (size_t)O), *zeros = calloc((size_t)O, sizeof(float));
-    if (!a.abits || !ones || !zeros) {
-        free(a.abits), free(ones), free(zeros);
+    if (isa == ISA_AVX2) {
+        size_t wbytes = sizeof(uint64_t) * (size_t)(K * K * a.CW * 2 * OP);   /* a multiple of 128 (OP % 8 == 0) */
+        a.wplanes = aligned_alloc(64, wbytes);
+        if (a.wplanes)
+            avx2_weight_planes(&a, a.wplanes);
+    }
+    if (!ones || !zeros || (isa == ISA_AVX2 && !a.wplanes)) {
+        free(ones), free(zeros), free(a.wplanes);
         return PyErr_NoMemory();
     }
     for (long long o = 0; o < O; o++)
         ones[o] = 1.0f;
+    int rc;
     Py_BEGIN_ALLOW_THREADS
-    run_conv(&a, isa, threads, ones, zeros);
+    rc = run_conv(&a, isa, threads, ones, zeros);
     Py_END_ALLOW_THREADS
-    free(a.abits), free(ones), free(zeros);
+    free(ones), free(zeros), free(a.wplanes);
+    if (rc < 0)
+        return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -656,6 +853,26 @@ static PyObject *py_best_isa(PyObject *self, PyObject *noargs)
     return PyLong_FromLong(best_isa());
 }
 
+/* core_ghz(n): the core clock in GHz, from n iterations of 4 dependent 1-cycle adds timed in this thread's CPU time
+ * (for the benchmark's cycle bounds; the clock under turbo, not the TSC). */
+static PyObject *py_core_ghz(PyObject *self, PyObject *args)
+{
+    long long n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "L", &n) || n <= 0)
+        return PyErr_Occurred() ? NULL : (PyErr_SetString(PyExc_ValueError, "core_ghz: n > 0"), NULL);
+    struct timespec t0, t1;
+    uint64_t x = 0;
+    Py_BEGIN_ALLOW_THREADS
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    for (long long i = 0; i < n; i++)
+        __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+    Py_END_ALLOW_THREADS
+    double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    return PyFloat_FromDouble(s > 0 ? 4.0 * (double)n / s * 1e-9 : 0.0);
+}
+
 static PyObject *py_openmp(PyObject *self, PyObject *noargs)
 {
     (void)self, (void)noargs;
@@ -671,6 +888,7 @@ static PyMethodDef methods[] = {
     {"pack", py_pack, METH_VARARGS, "Sign-pack an NHWC float map, 64 channels per uint64 word."},
     {"spatial", py_spatial, METH_VARARGS, "Spatial re-scaling map sigmoid(b + KxK conv C -> 1) of an NHWC float map."},
     {"best_isa", py_best_isa, METH_NOARGS, "Best ISA level on this CPU: 2 AVX-512 VPOPCNTDQ, 1 AVX2, 0 portable C."},
+    {"core_ghz", py_core_ghz, METH_VARARGS, "Core clock (GHz) from a timed chain of dependent adds."},
     {"openmp", py_openmp, METH_NOARGS, "Whether the extension was built with OpenMP (multi-threaded)."},
     {NULL, NULL, 0, NULL},
 };

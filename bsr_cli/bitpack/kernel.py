@@ -18,24 +18,64 @@ else:
     _IMPORT_ERROR = ""
 
 ISA_NAMES = {0: "portable C", 1: "AVX2", 2: "AVX-512 VPOPCNTDQ"}
+ISA_LEVELS = {"generic": 0, "avx2": 1, "avx512": 2}
+ISA_ENV = "BSR_BITPACK_ISA"
+
+
+def _isa_from_env(value: str | None) -> int:
+    """The ISA level that BSR_BITPACK_ISA forces (generic | avx2 | avx512), -1 (run-time dispatch) when unset,
+    empty or "auto"; ValueError for anything else."""
+    value = (value or "").strip().lower()
+    if value in ("", "auto"):
+        return -1
+    if value not in ISA_LEVELS:
+        raise ValueError(f"{ISA_ENV}={value!r}: expected one of auto, {', '.join(ISA_LEVELS)}")
+    return ISA_LEVELS[value]
+
+
+try:  # read once, at import: every kernel call without an explicit isa= uses it
+    FORCED_ISA, _ISA_ERROR = _isa_from_env(os.environ.get(ISA_ENV)), ""
+except ValueError as exc:
+    FORCED_ISA, _ISA_ERROR = -1, str(exc)
+
+
+def _isa(isa: int | None) -> int:
+    """isa=None: the level forced by BSR_BITPACK_ISA, else -1 (the best this CPU has, chosen in C)."""
+    return FORCED_ISA if isa is None else isa
 
 
 def bitpack_available() -> tuple[bool, str]:
     """(True, "<ISA>, <threads>") when the compiled kernel can run here, else (False, one-line reason)."""
     if _kernel is None:
         return False, "the C extension bsr_cli.bitpack._kernel was not built at install time; reinstall bsr with a C compiler (gcc or clang) available"
+    if _ISA_ERROR:
+        return False, _ISA_ERROR
+    best = _kernel.best_isa()
+    if FORCED_ISA > best:
+        return False, f"{ISA_ENV} forces {ISA_NAMES.get(FORCED_ISA, FORCED_ISA)}, which this CPU lacks (best: {ISA_NAMES[best]})"
     threading = "OpenMP" if _kernel.openmp() else "single-threaded build"
-    return True, f"{ISA_NAMES[_kernel.best_isa()]}, {threading}"
+    if FORCED_ISA >= 0:
+        return True, f"{ISA_NAMES[FORCED_ISA]} (forced by {ISA_ENV}; best here: {ISA_NAMES[best]}), {threading}"
+    return True, f"{ISA_NAMES[best]}, {threading}"
 
 
 def require_kernel():
-    if _kernel is None:
+    """The extension module, checked once per call: built, and BSR_BITPACK_ISA (if set) runnable here."""
+    if _kernel is None or _ISA_ERROR or FORCED_ISA > _kernel.best_isa():
         raise RuntimeError(bitpack_available()[1])
     return _kernel
 
 
 def best_isa() -> int:
-    return require_kernel().best_isa()
+    """The best ISA level of this CPU (what run-time dispatch picks), whatever BSR_BITPACK_ISA says."""
+    if _kernel is None:
+        raise RuntimeError(bitpack_available()[1])
+    return _kernel.best_isa()
+
+
+def supported_isas() -> list[int]:
+    """Every ISA level this CPU can run (0 = portable C up to best_isa()); each can be forced with isa=."""
+    return list(range(best_isa() + 1))
 
 
 def default_threads() -> int:
@@ -105,14 +145,15 @@ def binary_conv(
     residual: torch.Tensor | None = None,
     post_slope: torch.Tensor | None = None,
     threads: int | None = None,
-    isa: int = -1,
+    isa: int | None = None,
 ) -> torch.Tensor:
     """Binary conv of sign(x + shift) with the packed weight signs, zero padding k//2, stride 1, + FP epilogue.
 
     x: (N, C, H, W); `shift`: (C,) or (N, C, 1, 1). Per output channel o, optional stages in this order:
       y = scale*dot + bias;  y *= cmap (N,O,1,1);  y *= smap (N,1,H,W);  y = y*scale2 + bias2;
       y = prelu(y, slope) + post_bias;  y += residual (N,O,H,W);  y = prelu(y, post_slope).
-    Returns (N, O, H, W) float32 channels-last.
+    Returns (N, O, H, W) float32 channels-last. `isa`: 0 portable C, 1 AVX2, 2 AVX-512 VPOPCNTDQ, -1 the best this
+    CPU has; None (default): what BSR_BITPACK_ISA forces, else -1. A level the CPU lacks raises ValueError.
     """
     k = require_kernel()
     if x.dim() != 4 or x.device.type != "cpu":
@@ -145,24 +186,25 @@ def binary_conv(
     k.conv(
         x.data_ptr(), _addr(shift), shift_stride, wbits.data_ptr(), n, h, w, c, o, op, kernel_size,
         scale.data_ptr(), bias.data_ptr(), _addr(smap), _addr(cmap), _addr(scale2), _addr(bias2), _addr(slope),
-        _addr(post_bias), _addr(residual), _addr(post_slope), out.data_ptr(), int(threads or default_threads()), isa,
+        _addr(post_bias), _addr(residual), _addr(post_slope), out.data_ptr(), int(threads or default_threads()),
+        _isa(isa),
     )
     return out
 
 
-def pack_activations(x: torch.Tensor, shift: torch.Tensor | None = None, isa: int = -1) -> torch.Tensor:
+def pack_activations(x: torch.Tensor, shift: torch.Tensor | None = None, isa: int | None = None) -> torch.Tensor:
     """Sign bits of x + shift (bit = value < 0) as (N, H, W, ceil(C/64)) uint64 words stored as int64."""
     k = require_kernel()
     n, c, h, w = x.shape
     x = _cl(x)
     shift = _vec(shift, c, "shift")
     out = torch.empty((n, h, w, (c + 63) // 64), dtype=torch.int64)
-    k.pack(x.data_ptr(), _addr(shift), 0, n, h, w, c, out.data_ptr(), isa)
+    k.pack(x.data_ptr(), _addr(shift), 0, n, h, w, c, out.data_ptr(), _isa(isa))
     return out
 
 
 def spatial_map(x: torch.Tensor, weight: torch.Tensor, bias: float, threads: int | None = None,
-                isa: int = -1) -> torch.Tensor:
+                isa: int | None = None) -> torch.Tensor:
     """sigmoid(bias + conv(x, weight)) for a (1, C, K, K) weight, zero padding K//2: the spatial re-scaling map of
     EBSR Eq. 5 / SCALES Eq. 4, as an (N, 1, H, W) float32 tensor (one K*K*C dot product per pixel, in C)."""
     k = require_kernel()
@@ -173,5 +215,5 @@ def spatial_map(x: torch.Tensor, weight: torch.Tensor, bias: float, threads: int
     taps = weight.detach().to(torch.float32)[0].permute(1, 2, 0).contiguous()  # [K, K, C]
     out = torch.empty((n, 1, h, w), dtype=torch.float32)
     k.spatial(x.data_ptr(), n, h, w, c, taps.data_ptr(), weight.shape[2], float(bias), out.data_ptr(),
-              int(threads or default_threads()), isa)
+              int(threads or default_threads()), _isa(isa))
     return out
