@@ -87,10 +87,8 @@ def has_binary_activations(net) -> bool:
 
 def bitpack_status() -> tuple[bool, str]:
     """(available, ISA or reason) of the compiled 1-bit kernel."""
-    try:
-        from bsr_cli.bitpack.kernel import bitpack_available
-    except ImportError as exc:  # pragma: no cover - torch missing
-        return False, f"bsr_cli.bitpack not importable ({exc})"
+    from bsr_cli.bitpack.kernel import bitpack_available  # reports a missing or unbuilt extension itself
+
     return bitpack_available()
 
 
@@ -174,10 +172,8 @@ def resolve(name: str | None, scale: int | None = None, checkpoint: str | Path |
 
 
 def _model_names() -> set[str]:
-    try:
-        from bsr_cli.models import list_models
-    except ImportError:  # model zoo not built
-        return set()
+    from bsr_cli.models import list_models
+
     return set(list_models())
 
 

@@ -56,12 +56,7 @@ COMMANDS = {
 
 def _register() -> None:
     for name, module in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"bsr_cli.commands.{module}")
-        except ModuleNotFoundError as exc:  # command not built yet
-            if exc.name != f"bsr_cli.commands.{module}":
-                raise
-            continue
+        mod = importlib.import_module(f"bsr_cli.commands.{module}")
         app.command(name)(mod.command)
 
 

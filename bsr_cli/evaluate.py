@@ -91,10 +91,8 @@ def load_sr_function(model_name: str, scale: int, backend: str = "auto", threads
 
 def default_model_name(scale: int) -> str:
     """The manifest's default model for ``scale`` (``bsr_cli.weights.default_model``), else ``bicubic``."""
-    try:
-        from bsr_cli.weights import default_model
-    except ImportError:
-        return "bicubic"
+    from bsr_cli.weights import default_model
+
     return default_model(scale) or "bicubic"
 
 

@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from bsr_cli.backends import bitpack_status  # noqa: F401  (re-exported for benchmarks)
 from bsr_cli.errors import BsrError
 
 BACKENDS = ("auto", "torch", "onnx", "bitpack")  # bsr_cli.backends.CHOICES
@@ -68,15 +69,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def bitpack_status() -> tuple[bool, str]:
-    """(available, reason or ISA) of the compiled 1-bit kernel."""
-    try:
-        from bsr_cli.bitpack import bitpack_available
-    except ImportError as exc:
-        return False, f"bsr_cli.bitpack not importable ({exc})"
-    return bitpack_available()
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -116,10 +116,8 @@ def _traced() -> bool:
         return False
     from torch.overrides import _get_current_function_mode_stack
 
-    try:
-        from bsr_cli.tiling import GlobalMeans
-    except ImportError:  # pragma: no cover
-        GlobalMeans = ()
+    from bsr_cli.tiling import GlobalMeans
+
     return any(not isinstance(m, GlobalMeans) for m in _get_current_function_mode_stack())
 
 
