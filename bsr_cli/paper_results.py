@@ -86,6 +86,14 @@ PAPER_MODEL_ROWS: dict[tuple[str, int], tuple[dict[str, tuple[float, float]], st
                             "Urban100": (23.77, 0.690)}, "SCALES Table IV (SwinIR-BiBERT)"),
     ("bibert-swinir", 2): ({"Set5": (35.58, 0.947), "Set14": (31.79, 0.900), "B100": (30.80, 0.880),
                             "Urban100": (28.34, 0.877)}, "SCALES Table IV (SwinIR-BiBERT)"),
+    # FSRCNN (Dong et al. 2016, Y channel, trained on T91 + General-100) as tabulated by CARN (Ahn et al. 2018,
+    # Table 2) and IMDN (Hui et al. 2019, Table 3): the floor issue #12 sets for every 1-bit checkpoint.
+    ("fsrcnn", 4): ({"Set5": (30.71, 0.8657), "Set14": (27.59, 0.7535), "B100": (26.98, 0.7150),
+                     "Urban100": (24.62, 0.7280)}, "CARN Table 2 / IMDN Table 3 (FSRCNN)"),
+    ("fsrcnn", 3): ({"Set5": (33.18, 0.9140), "Set14": (29.37, 0.8240), "B100": (28.53, 0.7910),
+                     "Urban100": (26.43, 0.8080)}, "CARN Table 2 / IMDN Table 3 (FSRCNN)"),
+    ("fsrcnn", 2): ({"Set5": (37.00, 0.9558), "Set14": (32.63, 0.9088), "B100": (31.53, 0.8920),
+                     "Urban100": (29.88, 0.9020)}, "CARN Table 2 / IMDN Table 3 (FSRCNN)"),
 }
 for (_model, _scale), (_rows, _source) in PAPER_MODEL_ROWS.items():
     for _dataset, (_psnr, _ssim) in _rows.items():
