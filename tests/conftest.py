@@ -13,3 +13,42 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def e2fif_checkpoint(tmp_path_factory):
+    """A random-init e2fif x4 packed checkpoint (stands in for pretrained weights)."""
+    import torch
+
+    from bsr_cli.checkpoint import save_checkpoint
+    from bsr_cli.models import create_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "e2fif_x4.safetensors"
+    save_checkpoint(create_model("e2fif", 4).eval(), path, {"model": "e2fif", "scale": 4})
+    return path
+
+
+@pytest.fixture
+def interrupt_training(monkeypatch):
+    """interrupt_training(n): `bsr train`'s step raises KeyboardInterrupt after n steps (a crash mid-run; the
+    state on disk is the last --save-every one); interrupt_training(None) restores the real step."""
+    from bsr_cli import train as T
+
+    real = T.train_step
+
+    def arm(n):
+        if n is None:
+            monkeypatch.setattr(T, "train_step", real)
+            return
+        calls = {"n": 0}
+
+        def step(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] > n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(T, "train_step", step)
+
+    return arm

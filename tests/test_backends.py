@@ -13,12 +13,7 @@ from bsr_cli.checkpoint import save_checkpoint
 from bsr_cli.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_auto_picks_bitpack_for_binary_and_fp32_path_for_float(monkeypatch):

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from bsr_cli import datasets, files, imageio, upscale, weights
@@ -37,15 +36,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A random-init e2fif x4 packed checkpoint (stands in for pretrained weights)."""
-    from bsr_cli.checkpoint import save_checkpoint
-    from bsr_cli.models import create_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "e2fif_x4.safetensors"
-    save_checkpoint(create_model(MODEL, 4).eval(), path, {"model": MODEL, "scale": 4})
-    return path
+def checkpoint(e2fif_checkpoint) -> Path:
+    """A random-init e2fif x4 packed checkpoint (conftest)."""
+    return e2fif_checkpoint
 
 
 def run(args, capsys) -> tuple[int, str, str]:

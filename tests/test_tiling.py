@@ -13,12 +13,7 @@ from bsr_cli import protocol, tiling
 SET5 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "benchmark" / "Set5"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("length,tile,pad,scale", [(100, 32, 12, 4), (37, 10, 6, 2), (64, 64, 8, 3), (129, 40, 3, 4)])

@@ -68,24 +68,16 @@ def test_train_20_iters_loss_falls(run20):
 
 
 @pytest.mark.timeout(600)
-def test_resume_after_interrupt_is_exact(run20, train_dir, tmp_path, monkeypatch):
+def test_resume_after_interrupt_is_exact(run20, train_dir, tmp_path, interrupt_training):
     """Interrupt at step 13 (state saved at 10), resume to 20: step 20 and the same losses as straight through."""
     out = tmp_path / "run"
-    real_step, calls = T.train_step, {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 13:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(T, "train_step", interrupted)
+    interrupt_training(13)
     args = ["train", "--model", "ebsr-light", "--scale", "4", "--iters", "20", "--train-dir", str(train_dir),
             "--out", str(out), "--save-every", "10", *FAST]
     assert main(args) == 130
     assert _state_info(out)["step"] == 10
     assert main(args) == 2  # an existing run is not overwritten without --resume
-    monkeypatch.setattr(T, "train_step", real_step)
+    interrupt_training(None)
     assert main([*args, "--resume"]) == 0
     info = _state_info(out)
     assert info["step"] == 20

@@ -67,24 +67,16 @@ def test_packed_init_from_keeps_signs_inside_ste_window(name, tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_e2fif_stop_continue_flips_and_matches_straight_run(train_dir, tmp_path, monkeypatch):
+def test_e2fif_stop_continue_flips_and_matches_straight_run(train_dir, tmp_path, interrupt_training):
     """e2fif, 20 iterations straight vs interrupted at 13 (state saved at 10) and resumed: identical losses and
     latents, and binary weights flip in the resumed half. Then a new stage from the packed final file
     (--init-from) flips weights too (with +-1 latents it flipped none)."""
     base = ["train", "--model", "e2fif", "--scale", "4", "--iters", "20", "--train-dir", str(train_dir), *FAST]
     straight, cut = tmp_path / "straight", tmp_path / "cut"
     assert main([*base, "--out", str(straight)]) == 0
-    real_step, calls = T.train_step, {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 13:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(T, "train_step", interrupted)
+    interrupt_training(13)
     assert main([*base, "--out", str(cut)]) == 130
-    monkeypatch.setattr(T, "train_step", real_step)
+    interrupt_training(None)
     assert T.read_state_info(cut / T.STATE_FILE)["step"] == 10
     assert main([*base, "--out", str(cut), "--resume"]) == 0
     a, b = T.read_state_info(straight / T.STATE_FILE), T.read_state_info(cut / T.STATE_FILE)

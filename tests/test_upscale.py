@@ -17,15 +17,9 @@ MODEL = "e2fif"  # conv-only binary net (no global pooling): whole-image and til
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A random-init e2fif x4 saved as a packed checkpoint (stands in for pretrained weights)."""
-    from bsr_cli.checkpoint import save_checkpoint
-    from bsr_cli.models import create_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "e2fif_x4.safetensors"
-    save_checkpoint(create_model(MODEL, 4).eval(), path, {"model": MODEL, "scale": 4})
-    return path
+def checkpoint(e2fif_checkpoint) -> Path:
+    """A random-init e2fif x4 packed checkpoint (conftest)."""
+    return e2fif_checkpoint
 
 
 def run(args: list[str], capsys) -> tuple[int, str, str]:
