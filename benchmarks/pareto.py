@@ -155,15 +155,17 @@ def candidates(threads: list[int], extra: dict[str, str], data_dir, only: set[st
             psnr = set5_psnr(OnnxModel(q, threads=max(threads)), data_dir)
             out.append(dict(model=TWIN, backend="ORT int8 static", psnr=psnr, psnr_source="measured here",
                             fns={t: OnnxModel(q, threads=t) for t in threads}))
+    shipped = {c["model"] for c in out}
     for name in LIGHT:
-        if only and name not in only:
-            continue
+        if (only and name not in only) or (name in shipped and name not in extra):
+            continue  # a shipped fsrcnn/espcn checkpoint is already a candidate above
         if name in extra:
             net = backends.load(name, SCALE, checkpoint=extra[name], backend="torch").torch_model
             psnr, source = set5_psnr(net, data_dir), f"measured here ({Path(extra[name]).name})"
         else:
             net, psnr, source = create_model(name, SCALE), None, "missing (random init, no checkpoint)"
         fn = channels_last(net)
+        out = [c for c in out if c["model"] != name]  # --extra replaces a shipped one
         out.append(dict(model=name, backend="torch fp32 CL", psnr=psnr, psnr_source=source,
                         fns={t: fn for t in threads}))
     if only and "bicubic" not in only:
