@@ -464,7 +464,10 @@ def resolve_source(text: str, scale: int, what: str) -> Path:
     if text in list_models():
         from bsr_cli.weights import resolve_checkpoint
 
-        return Path(resolve_checkpoint(text, scale))
+        try:
+            return Path(resolve_checkpoint(text, scale))
+        except BsrError as exc:
+            raise BsrError(f"{what}: {exc}".split("; pass --checkpoint")[0] + "; pass a checkpoint file instead") from None
     raise BsrError(f"{what}: {text} is neither a file nor a model name with a x{scale} checkpoint")
 
 
@@ -500,6 +503,10 @@ class TrainingRun:
         self.state_path = self.out / STATE_FILE
         if self.state_path.exists() and not cfg.resume:
             raise BsrError(f"{self.out} already holds a run: pass --resume to continue it or choose another --out")
+        # bad --init-from / --teacher fail before the run folder is made
+        self.init_source = resolve_source(cfg.init_from, cfg.scale, "--init-from") if cfg.init_from else None
+        if cfg.teacher:
+            resolve_source(cfg.teacher, cfg.scale, "--teacher")
         self.dist, rank_device = train_dist.setup(cfg.device)
         torch.manual_seed(cfg.seed)  # before the model is built: its init is part of the seeded run
         try:
@@ -569,8 +576,8 @@ class TrainingRun:
                      f"({_fmt_time(self.info['elapsed'])} trained)")
             return
         self.log(f"new run {cfg.model} x{cfg.scale}: {len(self.sampler)} images from {cfg.train_dir}, out {self.out}")
-        if cfg.init_from:
-            source = resolve_source(cfg.init_from, cfg.scale, "--init-from")
+        if self.init_source is not None:
+            source = self.init_source
             copied, skipped, note = init_from_checkpoint(self.model, source, self.create_model, cfg.model)
             self.log(f"init from {source}: copied {len(copied)} tensors ({_group_names(copied)}); "
                      f"kept init for {len(skipped)} ({_group_names(skipped)}); {note}")
@@ -611,7 +618,8 @@ class TrainingRun:
             if text:
                 self.log(f"step {step}{text}")
             return
-        set_weight_binarization(self.model, True)  # a warm-up's FP weights are never what is validated
+        if self.cfg.fp_weight_iters:
+            set_weight_binarization(self.model, True)  # a warm-up's FP weights are never what is validated
         psnr = self.validator.psnr(self.model, self.device)
         info["history"].append([step, round(psnr, 4)])
         best = info["best_psnr"] is None or psnr > info["best_psnr"]
@@ -626,7 +634,8 @@ class TrainingRun:
         lr_now = lr_at(cfg, info["step"], run_progress(cfg, info["step"], info["elapsed"]))
         for group in self.optimizer.param_groups:
             group["lr"] = lr_now
-        set_weight_binarization(self.model, info["step"] >= cfg.fp_weight_iters)
+        if cfg.fp_weight_iters:  # the warm-up's switch; nothing to walk for the usual run
+            set_weight_binarization(self.model, info["step"] >= cfg.fp_weight_iters)
         lr_b, hr_b = self.sampler.sample(cfg.batch_size, self.np_rng)
         lr_t = to_tensor(lr_b, self.device, self.channels_last)
         hr_t = to_tensor(hr_b, self.device, self.channels_last)
@@ -678,7 +687,8 @@ class TrainingRun:
         finally:
             bar.stop()
             stop.restore()
-        set_weight_binarization(self.model, True)
+        if cfg.fp_weight_iters:
+            set_weight_binarization(self.model, True)
         if not info["history"] or info["history"][-1][0] != info["step"]:
             self.validate()
         self.save()

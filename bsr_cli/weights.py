@@ -130,7 +130,7 @@ FLOAT_SHARE_MAX = 0.10  # a default keeps at most 10 % of its FP twin's FLOPs in
 
 
 @functools.lru_cache(maxsize=None)
-def _measured_float_share(model: str, scale: int) -> float:
+def measured_float_share(model: str, scale: int) -> float:
     from bsr_cli.models import create_model
     from bsr_cli.profiling import profile_model
 
@@ -145,7 +145,7 @@ def float_share(entry: dict) -> float:
     upsampler and conv), ma2019-bwn 1.0 (FP activations)."""
     if "float_flops_share" in entry:
         return float(entry["float_flops_share"])
-    return _measured_float_share(entry["model"], int(entry["scale"]))
+    return measured_float_share(entry["model"], int(entry["scale"]))
 
 
 def default_model(scale: int) -> str | None:

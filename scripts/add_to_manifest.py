@@ -99,7 +99,7 @@ def build_entry(ckpt: Path, meta: dict, license_: str, bundled: bool, metrics: d
         "default": False,  # set by the rule in _write_entry
         "bundled": bundled,
         "binary": bool(meta.get("packed")),
-        "float_flops_share": round(weights._measured_float_share(model, scale), 4),
+        "float_flops_share": round(weights.measured_float_share(model, scale), 4),
         "format_version": meta.get("format_version"),
         "recipe": meta.get("training") or meta.get("recipe") or {},
         "metrics": metrics if metrics is not None else (old or {}).get("metrics", {}),

@@ -101,6 +101,6 @@ def test_default_per_scale_follows_the_rule_and_shares_are_measured():
         assert flagged == [weights.default_model(scale)], scale
     for e in ENTRIES:
         if e["model"] in ("bbcu-l", "e2fif"):
-            assert e["float_flops_share"] == pytest.approx(weights._measured_float_share(e["model"], e["scale"]),
+            assert e["float_flops_share"] == pytest.approx(weights.measured_float_share(e["model"], e["scale"]),
                                                            abs=1e-4)
     assert weights.default_model(4) != "bbcu-l"  # 68 % of its twin's FLOPs stay in float (HR upsampler + conv)
