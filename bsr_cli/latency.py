@@ -176,14 +176,16 @@ def measure_one(name: str, scale: int, backend: str, input_hw=(128, 128), runs: 
 
 
 def measure(name: str, scale: int = 4, backends=("auto",), input_hw=(128, 128), runs: int = 20,
-            warmup: int = 3, threads: int | None = None, twin: str = FP_TWIN) -> dict:
+            warmup: int = 3, threads: int | None = None, twin: str = FP_TWIN,
+            progress: Callable[[int, int], None] | None = None) -> dict:
     """Latency of ``name`` and of its FP twin, measured in this one run with the runs interleaved (round-robin
     over all callables), so machine load hits every row alike; ``ratio_to_twin`` divides the model's median by
     the twin's.
 
     ``auto`` is resolved per model (``bsr_cli.backends.choose``: bitpack for the binary model, the fastest fp32
     path for the twin). The twin runs on every float backend asked for, and on the fp32 path ``auto`` picks;
-    a bitpack row is divided by the twin on that path (the best fp32 the twin gets).
+    a bitpack row is divided by the twin on that path (the best fp32 the twin gets). ``progress(done, total)``
+    is called after every timed or warm-up call.
     """
     from bsr_cli.backends import choose, float_auto
     from bsr_cli.models import create_model
@@ -209,16 +211,23 @@ def measure(name: str, scale: int = 4, backends=("auto",), input_hw=(128, 128), 
     x = torch.rand(1, 3, *input_hw, generator=torch.Generator().manual_seed(0))
     wall: list[list[float]] = [[] for _ in fns]
     cpu: list[list[float]] = [[] for _ in fns]
+    calls, done = (warmup + runs) * len(fns), 0
     with torch.inference_mode():
         for fn in fns:
             for _ in range(warmup):
                 fn(x)
+                done += 1
+                if progress:
+                    progress(done, calls)
         for _ in range(runs):
             for i, fn in enumerate(fns):
                 w0, c0 = time.perf_counter(), time.process_time()
                 fn(x)
                 wall[i].append(time.perf_counter() - w0)
                 cpu[i].append(time.process_time() - c0)
+                done += 1
+                if progress:
+                    progress(done, calls)
     results = []
     for (model, backend, reason, _), secs, cs in zip(unique, wall, cpu):
         note = "" if backend == "bitpack" or model == twin else "binary convs as float math"

@@ -52,6 +52,7 @@ def command(
     models = list(model) if model else [default_model_name(scale)]
     datasets = list(dataset) if dataset else list(DEFAULT_DATASETS)
     from bsr_cli.datasets import get_dataset
+    from bsr_cli.progress import Progress
 
     datasets = [get_dataset(d).name for d in datasets]  # unknown names fail before any work
 
@@ -59,8 +60,10 @@ def command(
     for name in models:
         sr_fn = load_sr_function(name, scale, backend, threads)
         for ds in datasets:
-            with _progress_bar(f"{name} {ds} x{scale}") as progress:
-                res = evaluate(name, ds, scale, data_dir=data_dir, save_images=save_images, progress=progress,
+            with Progress("bsr eval") as bar:
+                task = bar.add(f"{name} {ds} x{scale}")
+                res = evaluate(name, ds, scale, data_dir=data_dir, save_images=save_images,
+                               progress=lambda done, total, _path: bar.update(task, done, total),
                                backend=backend, sr_fn=sr_fn)
             paper = paper_result(name, res["dataset"], scale)
             if paper is not None:
@@ -80,34 +83,6 @@ def command(
                 seen.add(line)
                 print(f"bsr: failed: {line}", file=sys.stderr)
         raise typer.Exit(code=1)
-
-
-class _progress_bar:
-    """A rich progress bar on stderr (silent when stderr is not a terminal); yields a progress callback."""
-
-    def __init__(self, label: str):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        console = Console(file=sys.stderr)
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, disable=not console.is_terminal, transient=True,
-        )
-        self._label = label
-        self._task = None
-
-    def __enter__(self):
-        self._progress.__enter__()
-        self._task = self._progress.add_task(self._label, total=None)
-
-        def update(done: int, total: int, path: Path) -> None:
-            self._progress.update(self._task, completed=done, total=total)
-
-        return update
-
-    def __exit__(self, *exc):
-        return self._progress.__exit__(*exc)
 
 
 def _fmt(value: float | None, digits: int) -> str:

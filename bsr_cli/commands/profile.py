@@ -118,7 +118,14 @@ def command(
             from bsr_cli.weights import default_model
 
             model = [default_model(scale) or DEFAULT_MODELS[1]]
-        reports = [lat.measure(m, scale, tuple(Backend(b).value for b in backend or ["auto"]), input_hw, runs, 3, threads) for m in model]
+        from bsr_cli.progress import Progress
+
+        reports = []
+        for m in model:
+            with Progress("bsr profile") as bar:
+                task = bar.add(f"{m} x{scale} latency runs")
+                reports.append(lat.measure(m, scale, tuple(Backend(b).value for b in backend or ["auto"]), input_hw,
+                                           runs, 3, threads, progress=lambda done, total: bar.update(task, done, total)))
         if as_json:
             print(json.dumps({"latency": reports}, indent=2))
         else:

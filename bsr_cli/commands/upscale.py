@@ -149,10 +149,10 @@ def command(
 
 
 class Reporter:
-    """Progress (overall + current file's tiles) and the summary table on stderr, with rich.
+    """Progress (overall + current file's tiles; ``bsr_cli.progress``) and the summary table on stderr, with rich.
 
-    Progress bars only on a terminal and never with --json; the summary is printed in any case (plainly when
-    stderr is not a terminal) because it lists each failure once.
+    A bar on a terminal, periodic log lines with ETA otherwise, nothing with --json; the summary is printed in
+    any case (plainly when stderr is not a terminal) because it lists each failure once.
     """
 
     MAX_ROWS = 50
@@ -163,14 +163,12 @@ class Reporter:
         self.console = Console(stderr=True)
         self.quiet = quiet
         self.total = total
-        self.progress = None
-        if self.console.is_terminal and not quiet:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from bsr_cli.progress import Progress
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), console=self.console, transient=True)
-            self.overall = self.progress.add_task("images", total=total)
-            self.current = self.progress.add_task("tiles", total=1, visible=False)
+        self.progress = Progress("bsr upscale", enabled=not quiet)
+        self.overall = self.progress.add("images", total=total)
+        self.current = self.progress.add("tiles", total=1, visible=False)
+        self.finished = 0
 
     def header(self, engine, probe, settings) -> None:
         if self.quiet:
@@ -188,21 +186,18 @@ class Reporter:
             self.console.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)
 
     def live(self):
-        from contextlib import nullcontext
-
-        return self.progress if self.progress is not None else nullcontext()
+        return self.progress
 
     def start(self, job) -> None:
-        if self.progress is not None:
-            self.progress.update(self.current, description=job.input.name, completed=0, total=1, visible=True)
+        self.progress.update(self.current, 0, total=1, label=job.input.name, visible=True)
 
     def tile(self, done: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress.update(self.current, completed=done, total=total)
+        self.progress.update(self.current, done, total=total)
+        self.progress.update(self.overall, self.finished + done / max(total, 1))
 
     def done(self, job) -> None:
-        if self.progress is not None:
-            self.progress.advance(self.overall)
+        self.finished += 1
+        self.progress.update(self.overall, self.finished)
 
     def table(self, jobs, counts: dict, total: dict | None = None, engine=None) -> None:
         from rich.table import Table
