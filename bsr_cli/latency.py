@@ -12,8 +12,9 @@ median, p90 and min in milliseconds per backend:
 In torch and onnx a binary conv is an ordinary float conv on ±1 values: no 1-bit kernel runs, so a BNN is about
 as fast as its FP twin there (the Eq. 7 BOP savings are not realised). Only ``bitpack`` executes 1-bit math.
 
-``measure_one`` also splits a torch-module backend's time per part (head, body, upsampler, tail, other) with
-forward hooks (median over the timed runs). ``measure`` interleaves the runs of all rows and reports
+Both ``measure`` and ``measure_one`` also split a torch-module backend's time (torch, bitpack) per part (head,
+body, upsampler, tail, other) and per kind (binary-conv, float-conv, other) with forward hooks, in a few extra
+passes after the timed ones; onnxruntime sessions cannot be split. ``measure`` interleaves the runs of all rows and reports
 ``time.process_time`` beside wall time, so a loaded machine shows as CPU time < wall x threads.
 """
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Latency:
     note: str = ""
     reason: str = ""  # why this backend (``auto`` resolved by bsr_cli.backends.choose)
     cpu_ms: float = 0.0  # median time.process_time per run (all threads): CPU actually used
+    kinds_ms: dict = field(default_factory=dict)  # binary-conv / float-conv / other, ms per pass
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -105,18 +107,44 @@ def build(model: torch.nn.Module, backend: str, threads: int) -> Callable:
     raise BsrError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
 
 
-class _PartTimer:
-    """Forward hooks that time head/body/upsampler/tail of a torch module."""
+KINDS = ("binary-conv", "float-conv", "other")
+
+
+def conv_kind(module: torch.nn.Module) -> str | None:
+    """``binary-conv`` for a 1-bit conv (bitpack kernel, or a BinaryConv2d run as float math on the torch
+    backend), ``float-conv`` for any other conv or linear, None for everything else."""
+    from bsr_cli.bitpack.backend import BitpackConv2d, BitpackSpatialRescale
+    from bsr_cli.nn.binary_conv import BinaryConv2d
+
+    if isinstance(module, (BitpackConv2d, BitpackSpatialRescale, BinaryConv2d)):
+        return "binary-conv"
+    if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+        return "float-conv"
+    return None
+
+
+class _SplitTimer:
+    """Forward hooks that time head/body/upsampler/tail of a torch module and, across the whole network, the
+    time spent in binary convs and in float convs/linears (outermost conv module only, so a conv inside a
+    timed conv is not counted twice); ``other`` = the rest (elementwise work, re-scaling maps, layout copies,
+    Python dispatch)."""
 
     def __init__(self, model: torch.nn.Module):
         self.handles = []
         self.times: dict[str, list[float]] = {p: [] for p in PARTS}
-        self._start: dict[str, float] = {}
+        self.kind_s = {k: 0.0 for k in KINDS[:2]}
+        self._start: dict[object, float] = {}
+        self._depth = 0
         for part in PARTS:
             mod = getattr(model, part, None)
             if isinstance(mod, torch.nn.Module) and not isinstance(mod, torch.nn.Identity):
                 self.handles.append(mod.register_forward_pre_hook(self._pre(part)))
                 self.handles.append(mod.register_forward_hook(self._post(part)))
+        for mod in model.modules():
+            kind = conv_kind(mod)
+            if kind is not None:
+                self.handles.append(mod.register_forward_pre_hook(self._kind_pre(mod)))
+                self.handles.append(mod.register_forward_hook(self._kind_post(mod, kind)))
 
     def _pre(self, part):
         def hook(_m, _a):
@@ -128,12 +156,45 @@ class _PartTimer:
             self.times[part].append(time.perf_counter() - self._start.pop(part))
         return hook
 
+    def _kind_pre(self, mod):
+        def hook(_m, _a):
+            self._depth += 1
+            if self._depth == 1:
+                self._start[id(mod)] = time.perf_counter()
+        return hook
+
+    def _kind_post(self, mod, kind):
+        def hook(_m, _a, _o):
+            if self._depth == 1:
+                self.kind_s[kind] += time.perf_counter() - self._start.pop(id(mod))
+            self._depth -= 1
+        return hook
+
     def medians_ms(self) -> dict[str, float]:
         return {p: round(1e3 * statistics.median(t), 3) for p, t in self.times.items() if t}
+
+    def kinds_ms(self, total_s: float, passes: int) -> dict[str, float]:
+        """Mean ms per pass in binary convs, float convs and the rest, from ``passes`` passes of ``total_s``."""
+        out = {k: round(1e3 * v / passes, 3) for k, v in self.kind_s.items()}
+        out["other"] = round(max(0.0, 1e3 * total_s / passes - sum(out.values())), 3)
+        return out
 
     def close(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+def split_time(fn: torch.nn.Module, x: torch.Tensor, passes: int = 3) -> tuple[dict, dict]:
+    """(ms per part with ``other`` = outside the parts, ms per kind: binary-conv / float-conv / other), from
+    ``passes`` extra hooked passes (the hooks add a little time; the timed runs are measured without them)."""
+    timer = _SplitTimer(fn)
+    try:
+        total = time_runs(fn, x, passes, 0)
+    finally:
+        timer.close()
+    parts = timer.medians_ms()
+    parts["other"] = round(max(0.0, 1e3 * statistics.median(total) - sum(parts.values())), 3)
+    return parts, timer.kinds_ms(sum(total), passes)
 
 
 def time_runs(fn: Callable, x: torch.Tensor, runs: int, warmup: int) -> list[float]:
@@ -161,18 +222,13 @@ def measure_one(name: str, scale: int, backend: str, input_hw=(128, 128), runs: 
     x = torch.rand(1, 3, *input_hw, generator=torch.Generator().manual_seed(0))
     secs = time_runs(fn, x, runs, warmup)
     split: dict[str, float] = {}
+    kinds: dict[str, float] = {}
     if parts and isinstance(fn, torch.nn.Module):
-        timer = _PartTimer(fn)
-        try:
-            total = time_runs(fn, x, max(3, runs // 4), 0)
-        finally:
-            timer.close()
-        split = timer.medians_ms()
-        split["other"] = round(max(0.0, 1e3 * statistics.median(total) - sum(split.values())), 3)
+        split, kinds = split_time(fn, x, max(3, runs // 4))
     note = "" if backend == "bitpack" or name == FP_TWIN else "binary convs as float math"
     return Latency(name, backend, scale, list(input_hw), threads, runs, warmup,
                    round(1e3 * statistics.median(secs), 3), round(1e3 * percentile(secs, 90), 3),
-                   round(1e3 * min(secs), 3), split, note)
+                   round(1e3 * min(secs), 3), split, note, kinds_ms=kinds)
 
 
 def measure(name: str, scale: int = 4, backends=("auto",), input_hw=(128, 128), runs: int = 20,
@@ -228,12 +284,14 @@ def measure(name: str, scale: int = 4, backends=("auto",), input_hw=(128, 128), 
                 done += 1
                 if progress:
                     progress(done, calls)
+        splits = [split_time(fn, x, 3) if isinstance(fn, torch.nn.Module) else ({}, {}) for fn in fns]
     results = []
-    for (model, backend, reason, _), secs, cs in zip(unique, wall, cpu):
+    for (model, backend, reason, _), secs, cs, (parts, kinds) in zip(unique, wall, cpu, splits):
         note = "" if backend == "bitpack" or model == twin else "binary convs as float math"
         results.append(Latency(model, backend, scale, list(input_hw), threads, runs, warmup,
                                round(1e3 * statistics.median(secs), 3), round(1e3 * percentile(secs, 90), 3),
-                               round(1e3 * min(secs), 3), {}, note, reason, round(1e3 * statistics.median(cs), 3)))
+                               round(1e3 * min(secs), 3), parts, note, reason, round(1e3 * statistics.median(cs), 3),
+                               kinds))
     mine = [r for r in results if r.model == name]
     twins = {r.backend: r for r in results if r.model == twin}
     ratio = {}
@@ -274,6 +332,12 @@ def render(reports: list[dict], console=None) -> None:
                           "" if ratio is None else f"{ratio:.2f}x", r.get("reason", ""))
         table.add_section()
     console.print(table)
+    for rep in reports:
+        for r in rep["results"] + rep["twin_results"]:
+            if r.get("parts_ms") or r.get("kinds_ms"):
+                parts = ", ".join(f"{k} {v:.1f}" for k, v in r.get("parts_ms", {}).items())
+                kinds = ", ".join(f"{k} {v:.1f}" for k, v in r.get("kinds_ms", {}).items())
+                console.print(f"{r['model']} on {r['backend']}, ms per pass: {parts}; {kinds}", highlight=False)
     console.print(f"CPU: {r0['cpu']} (1-bit kernel: {r0.get('isa', '?')}); load average {r0.get('load_average')}; "
                   f"threads: {r0['threads']} (torch.set_num_threads, onnxruntime intra-op); "
                   f"{r0['results'][0]['warmup']} warm-up + {r0['results'][0]['runs']} timed runs, interleaved; "

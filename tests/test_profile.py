@@ -140,3 +140,44 @@ def test_cli_bad_input_one_line_error(capsys, argv, needle):
     assert main(["profile", *argv]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_latency_split_by_kind_counts_each_conv_once():
+    """profile --latency's split: a float net has no binary-conv time; a BNN on torch has some; the outer conv
+    of a nested pair is timed once; the three kinds add up to the hooked passes' mean."""
+    from bsr_cli import latency
+
+    x = torch.rand(1, 3, 24, 24)
+    fp = create_model("srresnet-fp", 4).eval()
+    parts, kinds = latency.split_time(fp, x, passes=2)
+    assert kinds["binary-conv"] == 0.0 and kinds["float-conv"] > 0.0
+    assert set(parts) >= {"head", "body", "upsampler", "other"}
+    bnn = create_model("e2fif", 4).eval()
+    _, kinds = latency.split_time(bnn, x, passes=2)
+    assert kinds["binary-conv"] > 0.0 and kinds["float-conv"] > 0.0
+
+
+def test_latency_split_times_a_nested_conv_once(monkeypatch):
+    """A conv whose forward calls another conv is one interval, not two (a fake clock ticks 1 s per read)."""
+    from bsr_cli import latency
+
+    class Wrap(torch.nn.Conv2d):
+        def __init__(self):
+            super().__init__(3, 3, 1)
+            self.inner = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, t):
+            return self.inner(t)
+
+    ticks = iter(range(1000))
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: float(next(ticks)))
+    net = Wrap()
+    timer = latency._SplitTimer(net)
+    try:
+        with torch.inference_mode():
+            net(torch.rand(1, 3, 8, 8))
+            net(torch.rand(1, 3, 8, 8))
+    finally:
+        timer.close()
+    assert timer.kind_s == {"binary-conv": 0.0, "float-conv": 2.0}  # 1 tick per call, inner conv not re-counted
+    assert timer._depth == 0 and not timer._start
