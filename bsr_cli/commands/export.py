@@ -32,7 +32,7 @@ def command(
 
     Verification runs two input sizes, one odd (37x53), and prints the max abs difference. It passes when that
     is <= --tolerance, or when larger differences are binary-activation ties only (the 8-bit image differs in
-    <= 1 % of its values, by <= 1 level: a sign whose input sits within float rounding of its threshold may
+    <= 1 % of its values, by <= 2 levels: a sign whose input sits within float rounding of its threshold may
     flip between runtimes). Otherwise nothing is written and the exit code is 1.
     The file records model, scale, bsr version and checkpoint sha256 in its metadata.
     """

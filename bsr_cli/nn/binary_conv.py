@@ -58,8 +58,28 @@ class BinaryConv2d(nn.Conv2d):
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.input_quantizer is None else self.input_quantizer(x)
 
+    # shape of alpha and bias broadcast over the output: (O, 1, 1) for a conv's (N, O, H, W)
+    out_shape = (-1, 1, 1)
+
+    def exact_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(W_b / alpha, alpha) for binary-activation convs: the conv runs on signs and alpha (shaped
+        ``out_shape``) scales its output, so a dot product of ±1 values is an exact integer in every runtime
+        (torch, onnxruntime, the bitpack kernel) and the next layer's sign cannot flip on summation order. alpha
+        is detached: the gradient reaching W_b is the same as for conv(x, W_b). alpha is None when the weight is
+        not ±alpha per output channel (FP activations, the E2FIF warm-up)."""
+        w = self.binarized_weight()
+        if self.input_quantizer is None or not self.binarize_weight:
+            return w, None
+        alpha = w.detach().abs().amax(dim=tuple(range(1, w.dim())), keepdim=True)
+        alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
+        return w / alpha, alpha.view(self.out_shape)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.quantize_input(x), self.binarized_weight(), self.bias)
+        w, alpha = self.exact_weight()
+        if alpha is None:
+            return self._conv_forward(self.quantize_input(x), w, self.bias)
+        y = self._conv_forward(self.quantize_input(x), w, None) * alpha
+        return y if self.bias is None else y + self.bias.view(self.out_shape)
 
 
 class BinaryLinear(BinaryConv2d):
@@ -74,9 +94,14 @@ class BinaryLinear(BinaryConv2d):
         if input_quantizer is not None and hasattr(input_quantizer, "channel_dim"):
             input_quantizer.channel_dim = -1
 
+    out_shape = (-1,)  # tokens (..., O)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.binarized_weight().flatten(1)
-        return F.linear(self.quantize_input(x), w, self.bias)
+        w, alpha = self.exact_weight()
+        if alpha is None:
+            return F.linear(self.quantize_input(x), w.flatten(1), self.bias)
+        y = F.linear(self.quantize_input(x), w.flatten(1)) * alpha
+        return y if self.bias is None else y + self.bias
 
 
 class QuantConv2d(nn.Conv2d):
