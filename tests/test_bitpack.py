@@ -321,3 +321,18 @@ def test_spatial_map_matches_torch(channels, k):
     got = kernel.spatial_map(z.view(1, 1, 1, -1), torch.ones(1, 1, 1, 1), 0.0, threads=1)
     assert torch.allclose(got.flatten(), torch.sigmoid(z), rtol=1e-6, atol=1e-12)
     assert got.flatten()[3].item() == 0.5
+
+
+@pytest.mark.parametrize("name, binary, on_kernel, matmuls", [
+    ("srresnet-fp", 0, 0, 0), ("ma2019-bwn", 32, 0, 0), ("e2fif", 32, 32, 0), ("bbcu-m", 35, 35, 0),
+    ("ebsr", 64, 64, 0), ("bibert-swinir", 100, 100, 48), ("scales-swinir", 100, 100, 48),
+])
+def test_kernel_coverage_is_what_convert_model_runs(name, binary, on_kernel, matmuls):
+    """`bsr models --cost` says how much of each model the 1-bit kernel runs; convert_model agrees."""
+    from bsr_cli.bitpack.backend import convert_model, count_bitpack_convs, kernel_coverage
+
+    net = create_model(name, 4).eval()
+    cov = kernel_coverage(net)
+    assert (cov["binary"], cov["on_kernel"], cov["binary_matmuls"]) == (binary, on_kernel, matmuls)
+    if on_kernel:
+        assert count_bitpack_convs(convert_model(net, threads=1)) == on_kernel

@@ -329,5 +329,28 @@ def convert_model(model: nn.Module, threads: int | None = None) -> nn.Module:
     return m
 
 
+def kernel_coverage(model: nn.Module) -> dict:
+    """What the bitpack backend runs of ``model`` (`convert_model` takes exactly the convs counted in ``on_kernel``):
+    ``binary`` 1-bit-weight convs/linears, ``binary_activation`` those with 1-bit inputs too (XNOR-popcount
+    candidates), ``on_kernel`` those the kernel takes, ``binary_matmuls`` 1-bit attention matmuls (BiBERT; the
+    kernel has no matmul: they run as float math), ``summary`` one line for ``bsr models --cost``."""
+    from bsr_cli.nn.blocks import MatMul
+
+    convs = [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+    act = [m for m in convs if m.input_quantizer is not None]
+    ok = [m for m in act if _supported(m)]
+    matmuls = sum(isinstance(m, MatMul) and m.binary for m in model.modules())
+    if not convs:
+        summary = "none (full precision)"
+    elif not act:
+        summary = "none (FP activations: binary weights only)"
+    else:
+        summary = f"{len(ok)} of {len(act)} binary convs"
+        if matmuls:
+            summary += f"; {matmuls} binary matmuls as float"
+    return {"binary": len(convs), "binary_activation": len(act), "on_kernel": len(ok), "binary_matmuls": matmuls,
+            "summary": summary}
+
+
 def count_bitpack_convs(model: nn.Module) -> int:
     return sum(isinstance(mod, BitpackConv2d) for mod in model.modules())

@@ -23,11 +23,14 @@ def model_rows(with_cost: bool = False, scale: int = 4, input_hw=(128, 128)) -> 
             "description": info.description,
         }
         if with_cost and scale in info.scales:
+            from bsr_cli.bitpack.backend import kernel_coverage
             from bsr_cli.models import create_model
             from bsr_cli.profiling import profile_model
 
-            res = profile_model(create_model(name, scale), input_hw, "flops")
-            row.update({"params": res["params"], "ops": res["ops"], "cost_at": f"x{scale} {input_hw[1]}x{input_hw[0]}"})
+            net = create_model(name, scale)
+            res = profile_model(net, input_hw, "flops")
+            row.update({"params": res["params"], "ops": res["ops"], "cost_at": f"x{scale} {input_hw[1]}x{input_hw[0]}",
+                        "bitpack": kernel_coverage(net)})
         rows.append(row)
     return join_weights(rows)
 
@@ -56,7 +59,8 @@ def _weights_cell(checkpoints: list[dict]) -> str:
 
 def command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list on stdout."),
-    cost: bool = typer.Option(False, "--cost", help="Add Params/OPs (Eq. 7, x4, LR 128x128); takes a few seconds."),
+    cost: bool = typer.Option(False, "--cost", help="Add Params/OPs (Eq. 7, x4, LR 128x128) and what the 1-bit kernel "
+                              "runs of each model; takes a few seconds."),
 ) -> None:
     """List the registered models: name, paper, family, which parts are 1-bit, supported scales, and their
     pretrained weights per scale (Set5 / Urban100 PSNR from the manifest; "default" = used when no --model)."""
@@ -70,14 +74,16 @@ def command(
     from bsr_cli.profiling import format_count
 
     table = Table(title="bsr models" + (" (Params/OPs: Eq. 7, x4, LR 128x128, FLOPs = 2 x MACs)" if cost else ""))
-    cols = ["name", "paper", "binarized", "scales"] + (["Params", "OPs"] if cost else []) + ["weights: Set5 / Urban100"]
+    cols = (["name", "paper", "binarized", "scales"] + (["Params", "OPs", "1-bit kernel (bitpack)"] if cost else [])
+            + ["weights: Set5 / Urban100"])
     for c in cols:
         table.add_column(c, no_wrap=(c in ("name", "scales", "Params", "OPs")),
                          justify="right" if c in ("Params", "OPs") else "left")
     for r in rows:
         vals = [r["name"], r["paper"], r["binarized"], ",".join(f"x{s}" for s in r["scales"])]
         if cost:
-            vals += [format_count(r["params"]) if "params" in r else "-", format_count(r["ops"]) if "ops" in r else "-"]
+            vals += [format_count(r["params"]) if "params" in r else "-", format_count(r["ops"]) if "ops" in r else "-",
+                     r["bitpack"]["summary"] if "bitpack" in r else "-"]
         vals.append(_weights_cell(r["weights"]))
         table.add_row(*vals)
     Console().print(table)
