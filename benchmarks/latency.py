@@ -50,17 +50,48 @@ def latency_table(models: list[str], scale: int, runs: int, threads: int, size: 
     twin = [latency.measure_one(latency.FP_TWIN, scale, b, (size, size), runs, 3, threads, parts=False).as_dict()
             for b in ("torch", "onnx")]
     twin_ms = {r["backend"]: r["median_ms"] for r in twin}
+    int8 = int8_twin_row(scale, size, runs, threads)
     head = f"| model | " + " | ".join(f"{b} median / p90 ms" for b in backends) + " | torch / FP | onnx / FP |"
     print(f"\nLatency, x{scale}, LR {size}x{size}, batch 1, {threads} thread(s), CPU: {latency.cpu_name()}\n")
     print(head)
     print("|" + "---|" * (len(backends) + 3))
-    for rep in reports + [{"model": latency.FP_TWIN + " (FP twin)", "results": twin}]:
+    rows = reports + [{"model": latency.FP_TWIN + " (FP twin)", "results": twin}]
+    if int8 is not None:
+        rows.append({"model": latency.FP_TWIN + " (FP twin, onnxruntime static int8 QDQ)", "results": [int8]})
+    for rep in rows:
         by = {r["backend"]: r for r in rep["results"]}
         cells = [f"{by[b]['median_ms']:.1f} / {by[b]['p90_ms']:.1f}" if b in by else "-" for b in backends]
         ratios = [f"{by[b]['median_ms'] / twin_ms[b]:.2f}" if b in by else "-" for b in ("torch", "onnx")]
         print(f"| {rep['model']} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    if int8 is not None:
+        by = {r["backend"]: r["median_ms"] for rep in reports for r in rep["results"] if rep["model"] == models[0]}
+        if "bitpack" in by:
+            print(f"\n{models[0]} on bitpack vs the int8 twin: {int8['median_ms'] / by['bitpack']:.2f}x faster")
     print(f"\n{latency.FLOAT_MATH_NOTE}")
-    return reports + [{"model": latency.FP_TWIN, "results": twin}]
+    return reports + [{"model": latency.FP_TWIN, "results": twin + ([int8] if int8 else [])}]
+
+
+def int8_twin_row(scale: int, size: int, runs: int, threads: int) -> dict | None:
+    """The FP twin as onnxruntime static int8 (QDQ, per-channel weights, calibrated on BSD400-like crops as in
+    benchmarks/pareto.py), timed like the other rows (in the onnx column); None when quantization fails."""
+    import statistics
+
+    import torch
+
+    from bsr_cli import latency
+    from bsr_cli.export_onnx import OnnxModel
+    from bsr_cli.models import create_model
+    from pareto import ort_int8
+
+    try:
+        sess = OnnxModel(ort_int8(create_model(latency.FP_TWIN, scale).eval()), threads=threads)
+    except Exception as exc:  # noqa: BLE001  (a benchmark row, not a product path)
+        print(f"int8 twin skipped: {exc}", file=sys.stderr)
+        return None
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    secs = latency.time_runs(sess, x, runs, 3)
+    return {"model": latency.FP_TWIN, "backend": "onnx", "median_ms": round(1e3 * statistics.median(secs), 3),
+            "p90_ms": round(1e3 * latency.percentile(secs, 90), 3), "note": "static int8 QDQ"}
 
 
 def peak_rss(model: str, scale: int, width: int, height: int, threads: int, backend: str) -> dict:
