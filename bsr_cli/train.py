@@ -337,6 +337,7 @@ def recipe(cfg: TrainConfig, info: dict, device: torch.device, precision: str, n
         "data": f"{Path(cfg.train_dir).name} ({n_images} images), LR = MATLAB bicubic (uint8)",
         "iterations": info["step"],
         "hours": round(info["elapsed"] / 3600, 3),
+        "time_budget_s": cfg.time_budget,  # the stage's budget when it was wall time (--time-budget), else None
         "device": _device_name(device),
         "precision": precision + ("+channels_last" if precision == "bf16" else ""),
         "batch": cfg.batch_size,
@@ -361,19 +362,31 @@ def recipe(cfg: TrainConfig, info: dict, device: torch.device, precision: str, n
 
 
 def _continued(cfg: TrainConfig, info: dict) -> dict:
-    """When a run continues the SAME model and scale from a checkpoint (`--init-from`), the recipe keeps the
-    earlier stage and the totals, so a manifest entry states the whole budget: {"previous_stage", "total_iterations",
-    "total_hours"}. Empty for a fresh run or an x4 -> x2 initialisation of body weights."""
+    """When a run continues the SAME model and scale (`--init-from` a packed checkpoint or a training state), the
+    recipe keeps the earlier stages and the totals, so a manifest entry states the whole budget:
+    {"previous_stage", "total_iterations", "total_hours"}. A training state carries its run's recipe (written at
+    every save, with that run's own earlier stages). Empty for a fresh run or an x4 -> x2 initialisation of body
+    weights."""
     if not cfg.init_from:
         return {}
     from bsr_cli.checkpoint import read_metadata
 
+    src = resolve_source(cfg.init_from, cfg.scale, "--init-from")
     try:
-        meta = read_metadata(resolve_source(cfg.init_from, cfg.scale, "--init-from"))
+        if is_train_state(src):
+            state = read_state_info(Path(src))
+            conf = state.get("config") or {}
+            meta = {"model": conf.get("model"), "scale": conf.get("scale"), "training": state.get("recipe")}
+        else:
+            meta = read_metadata(src)
     except Exception:  # not a bsr checkpoint: nothing to chain
         return {}
-    prev = meta.get("training") or meta.get("recipe")
-    if not isinstance(prev, dict) or meta.get("model") != cfg.model or int(meta.get("scale", 0)) != cfg.scale:
+    return chain_stage(meta.get("training") or meta.get("recipe"), meta, cfg.model, cfg.scale, info)
+
+
+def chain_stage(prev, meta: dict, model: str, scale: int, info: dict) -> dict:
+    """{"previous_stage": prev, totals} when ``prev`` is the recipe of the same model and scale, else {}."""
+    if not isinstance(prev, dict) or meta.get("model") != model or int(meta.get("scale") or 0) != scale:
         return {}
     prev_iters = prev.get("total_iterations", prev.get("iterations", 0))
     prev_hours = prev.get("total_hours", prev.get("hours", 0.0))
@@ -596,6 +609,9 @@ class TrainingRun:
     def save(self) -> None:
         if self.dist.main:
             self.info["config"] = asdict(self.cfg)
+            # the recipe so far (with earlier stages): a later stage that starts from this state chains it
+            self.info["recipe"] = recipe(self.cfg, self.info, self.device, self.precision,
+                                         len(self.sampler))
             save_state(self.state_path, self.model, self.optimizer, self.info, self.np_rng)
 
     def flips(self) -> str:

@@ -216,3 +216,18 @@ def test_sigterm_saves_the_current_step(train_dir, tmp_path):
     assert proc.wait(timeout=120) == 130
     step = _state_info(out)["step"]
     assert step >= 10 and f"stopped at step {step}" in log.read_text()
+
+
+def test_a_stage_from_a_training_state_records_the_earlier_stage(run20, train_dir, tmp_path):
+    """--init-from <state.safetensors> of the same model: the new checkpoint's recipe chains the run the state
+    belongs to (its recipe travels in the state), and totals both stages."""
+    from bsr_cli.checkpoint import read_metadata
+
+    assert _state_info(run20)["recipe"]["iterations"] == 20
+    out = tmp_path / "stage2"
+    rc = main(["train", "--model", "ebsr-light", "--scale", "4", "--iters", "3", "--train-dir", str(train_dir),
+               "--out", str(out), "--init-from", str(run20 / T.STATE_FILE), *FAST])
+    assert rc == 0
+    rec = read_metadata(out / "final.safetensors")["training"]
+    assert rec["iterations"] == 3 and rec["previous_stage"]["iterations"] == 20 and rec["total_iterations"] == 23
+    assert rec["time_budget_s"] is None

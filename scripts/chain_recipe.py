@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""Record the earlier stages in a checkpoint whose run started from a training state saved before states
+carried their recipe (bsr before 2026-12-04): its metadata then names only its own stage.
+
+    python scripts/chain_recipe.py NEW.safetensors --previous OLD.safetensors [-o OUT.safetensors]
+
+OLD is the packed checkpoint of the stage the state belonged to (same model and scale: e.g. the file that stage
+shipped, from git history). Only metadata changes (`training.previous_stage`, `total_iterations`,
+`total_hours`, as `bsr train` writes them now, bsr_cli.train.chain_stage); the tensors are copied as they are,
+so metrics measured on NEW stay valid. Writes OUT (default: NEW, replaced atomically).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from bsr_cli.checkpoint import read_metadata
+from bsr_cli.errors import BsrError
+from bsr_cli.train import chain_stage
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("new", type=Path)
+    ap.add_argument("--previous", type=Path, required=True)
+    ap.add_argument("-o", "--output", type=Path)
+    ap.add_argument("--time-budget-s", type=float, help="the run's --time-budget in seconds (its state's config), "
+                    "recorded as the stage's budget")
+    args = ap.parse_args(argv)
+    try:
+        new, old = read_metadata(args.new), read_metadata(args.previous)
+        rec = dict(new["training"])
+        if "previous_stage" in rec:
+            raise BsrError(f"{args.new} already records its previous stage")
+        rec.pop("total_iterations", None), rec.pop("total_hours", None)
+        info = {"step": rec["iterations"], "elapsed": float(rec["hours"]) * 3600}
+        chained = chain_stage(old.get("training"), old, new["model"], int(new["scale"]), info)
+        if not chained:
+            raise BsrError(f"{args.previous} is not a stage of {new['model']} x{new['scale']}")
+        rec.update(chained)
+        if args.time_budget_s:
+            rec["time_budget_s"] = args.time_budget_s
+        with safe_open(str(args.new), framework="pt") as f:
+            raw = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        raw["training"] = json.dumps(rec)
+        out = args.output or args.new
+        tmp = out.with_name(out.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=raw)
+        os.replace(tmp, out)
+    except BsrError as exc:
+        print(f"chain_recipe: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{out}: {rec['iterations']} iterations after {rec['total_iterations'] - rec['iterations']} "
+          f"(total {rec['total_iterations']}, {rec['total_hours']} h)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
