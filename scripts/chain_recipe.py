@@ -8,6 +8,11 @@ OLD is the packed checkpoint of the stage the state belonged to (same model and 
 shipped, from git history). Only metadata changes (`training.previous_stage`, `total_iterations`,
 `total_hours`, as `bsr train` writes them now, bsr_cli.train.chain_stage); the tensors are copied as they are,
 so metrics measured on NEW stay valid. Writes OUT (default: NEW, replaced atomically).
+
+    python scripts/chain_recipe.py CKPT --into-state STATE
+
+copies CKPT's recipe (with its chain) into the training state of the same run, which a state saved by an
+older bsr lacks, so that a stage started from STATE later chains it.
 """
 from __future__ import annotations
 
@@ -28,12 +33,17 @@ from bsr_cli.train import chain_stage
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("new", type=Path)
-    ap.add_argument("--previous", type=Path, required=True)
+    ap.add_argument("--previous", type=Path)
+    ap.add_argument("--into-state", type=Path, help="write NEW's recipe into this training state instead")
     ap.add_argument("-o", "--output", type=Path)
     ap.add_argument("--time-budget-s", type=float, help="the run's --time-budget in seconds (its state's config), "
                     "recorded as the stage's budget")
     args = ap.parse_args(argv)
     try:
+        if args.into_state:
+            return into_state(args.new, args.into_state)
+        if args.previous is None:
+            raise BsrError("pass --previous OLD.safetensors or --into-state STATE")
         new, old = read_metadata(args.new), read_metadata(args.previous)
         rec = dict(new["training"])
         if "previous_stage" in rec:
@@ -46,19 +56,40 @@ def main(argv=None) -> int:
         rec.update(chained)
         if args.time_budget_s:
             rec["time_budget_s"] = args.time_budget_s
-        with safe_open(str(args.new), framework="pt") as f:
-            raw = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        raw["training"] = json.dumps(rec)
         out = args.output or args.new
-        tmp = out.with_name(out.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=raw)
-        os.replace(tmp, out)
+        if out != args.new:
+            out.write_bytes(args.new.read_bytes())
+        _rewrite(out, "training", json.dumps(rec))
     except BsrError as exc:
         print(f"chain_recipe: error: {exc}", file=sys.stderr)
         return 2
     print(f"{out}: {rec['iterations']} iterations after {rec['total_iterations'] - rec['iterations']} "
           f"(total {rec['total_iterations']}, {rec['total_hours']} h)")
+    return 0
+
+
+def _rewrite(path: Path, key: str, value: str) -> None:
+    with safe_open(str(path), framework="pt") as f:
+        raw = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    raw[key] = value
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=raw)
+    os.replace(tmp, path)
+
+
+def into_state(ckpt: Path, state: Path) -> int:
+    from bsr_cli.train_state import read_state_info
+
+    meta, info = read_metadata(ckpt), read_state_info(state)
+    conf = info.get("config") or {}
+    if (conf.get("model"), int(conf.get("scale") or 0)) != (meta["model"], int(meta["scale"])):
+        raise BsrError(f"{state} is not a run of {meta['model']} x{meta['scale']}")
+    if int(info["step"]) != int(meta["training"]["iterations"]):
+        raise BsrError(f"{state} is at step {info['step']}, {ckpt} has {meta['training']['iterations']} iterations")
+    info["recipe"] = meta["training"]
+    _rewrite(state, "bsr_train_state", json.dumps(info))
+    print(f"{state}: recipe of {ckpt} recorded (total {meta['training'].get('total_iterations')} iterations)")
     return 0
 
 
