@@ -336,3 +336,30 @@ def test_kernel_coverage_is_what_convert_model_runs(name, binary, on_kernel, mat
     assert (cov["binary"], cov["on_kernel"], cov["binary_matmuls"]) == (binary, on_kernel, matmuls)
     if on_kernel:
         assert count_bitpack_convs(convert_model(net, threads=1)) == on_kernel
+
+
+def test_fused_units_hand_the_next_unit_their_channel_means():
+    """The kernel sums each output row while it is in cache; the next unit's pooling branches take those means
+    (31 of ebsr-light's 32 units: all but the first, whose input is the FP head's); outputs are unchanged."""
+    import copy
+
+    from bsr_cli.bitpack.backend import CachedGlobalMean, FusedBinaryUnit, convert_model
+
+    torch.manual_seed(0)
+    ref = create_model("ebsr-light", 4).eval()
+    fast = convert_model(ref, threads=1)
+    slow = copy.deepcopy(fast)
+    for unit in slow.modules():
+        if isinstance(unit, FusedBinaryUnit):
+            unit.emit_means = False
+    assert sum(isinstance(u, CachedGlobalMean) for u in fast.modules()) == 31
+    assert sum(isinstance(u, FusedBinaryUnit) and u.emit_means for u in fast.modules()) == 31
+    x = torch.rand(1, 3, 37, 53, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        a, b, r = fast(x), slow(x), ref(x)
+    assert float((a - b).abs().max()) < 1e-5 and float((a - r).abs().max()) < 1e-5
+    rows = torch.zeros(1, 37, 64)
+    conv = fast.body[0].unit1.conv
+    feat = torch.randn(1, 64, 37, 53).contiguous(memory_format=torch.channels_last)
+    y = kernel.binary_conv(feat, conv.wbits, 64, 3, conv.scale, conv.bias, row_sums=rows, threads=1)
+    assert torch.allclose(rows.sum(1), y.sum((2, 3)), rtol=1e-5, atol=1e-3)

@@ -61,6 +61,7 @@ typedef struct {
     uint64_t *aplanes;       /* AVX2 only, instead of abits: [rows, W, CW, 2] their nibble planes */
     int64_t prow0;           /* the first packed row held in abits / aplanes */
     uint64_t *wplanes;       /* AVX2 only: [K * K * CW, OP / 4, 2, 4] nibble planes of wbits, 32-byte aligned */
+    float *rowsum;           /* [N, H, O] zeroed, or NULL: per output row, the sum over w of out (for global means) */
 } conv_args;
 
 /* ---------------------------------------------------------------- packing (one row of W pixels) */
@@ -482,21 +483,29 @@ static inline void epilogue_row(const conv_args *a, int64_t n, int64_t h, int64_
             for (int64_t o = 0; o < O; o++)
                 y[o] = scale[o] * (nvw - 2.0f * (float)d[o]) + bias[o] + r[o];
         }
-        return;
+    } else {
+        for (int64_t w = w0; w < w1; w++) {
+            const int64_t pix = (n * a->H + h) * a->W + w;
+            float *restrict y = a->out + pix * O;
+            const float *restrict r = a->res ? a->res + pix * O : zeros;
+            const int32_t *restrict d = pc + (w - w0) * OP;
+            const float nvw = (float)nv[w - w0], s = a->smap ? a->smap[pix] : 1.0f;
+            for (int64_t o = 0; o < O; o++) {
+                float v = scale[o] * (nvw - 2.0f * (float)d[o]) + bias[o];  /* dot = n_valid - 2 d (exact in float) */
+                v = v * cmap[o] * s;
+                v = v * scale2[o] + bias2[o];
+                v = v >= 0.0f ? v : slope[o] * v;
+                v = v + post_bias[o] + r[o];
+                y[o] = v >= 0.0f ? v : post_slope[o] * v;
+            }
+        }
     }
-    for (int64_t w = w0; w < w1; w++) {
-        const int64_t pix = (n * a->H + h) * a->W + w;
-        float *restrict y = a->out + pix * O;
-        const float *restrict r = a->res ? a->res + pix * O : zeros;
-        const int32_t *restrict d = pc + (w - w0) * OP;
-        const float nvw = (float)nv[w - w0], s = a->smap ? a->smap[pix] : 1.0f;
-        for (int64_t o = 0; o < O; o++) {
-            float v = scale[o] * (nvw - 2.0f * (float)d[o]) + bias[o];  /* dot = n_valid - 2 d (exact in float) */
-            v = v * cmap[o] * s;
-            v = v * scale2[o] + bias2[o];
-            v = v >= 0.0f ? v : slope[o] * v;
-            v = v + post_bias[o] + r[o];
-            y[o] = v >= 0.0f ? v : post_slope[o] * v;
+    if (a->rowsum) {  /* the chunk just written is in L1: its channel sums cost no extra pass over memory */
+        float *restrict rs = a->rowsum + (n * a->H + h) * O;
+        for (int64_t w = w0; w < w1; w++) {
+            const float *restrict y = a->out + ((n * a->H + h) * a->W + w) * O;
+            for (int64_t o = 0; o < O; o++)
+                rs[o] += y[o];
         }
     }
 }
@@ -744,16 +753,17 @@ static int parse_isa(int isa)
 
 
 /* conv(x, shift, shift_stride, wbits, N, H, W, C, O, OP, K, scale, bias, smap, cmap, scale2, bias2, slope,
- *      post_bias, res, post_slope, out, threads, isa) -- arrays are addresses (0 = absent); see conv_args. */
+ *      post_bias, res, post_slope, out, threads, isa, rowsum) -- arrays are addresses (0 = absent); see conv_args. */
 static PyObject *py_conv(PyObject *self, PyObject *args)
 {
     unsigned long long x, shift, wbits, scale, bias, smap, cmap, scale2, bias2, slope, post_bias, res, post_slope, out;
+    unsigned long long rowsum = 0;
     long long shift_stride, N, H, W, C, O, OP, K;
     int threads, isa;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKLKLLLLLLLKKKKKKKKKKKii", &x, &shift, &shift_stride, &wbits, &N, &H, &W, &C, &O,
+    if (!PyArg_ParseTuple(args, "KKLKLLLLLLLKKKKKKKKKKKii|K", &x, &shift, &shift_stride, &wbits, &N, &H, &W, &C, &O,
                           &OP, &K, &scale, &bias, &smap, &cmap, &scale2, &bias2, &slope, &post_bias, &res,
-                          &post_slope, &out, &threads, &isa))
+                          &post_slope, &out, &threads, &isa, &rowsum))
         return NULL;
     if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || O <= 0 || OP < O || OP % 8 || K <= 0 || K % 2 == 0 || !x ||
         !wbits || !scale || !bias || !out || threads <= 0 || (scale2 && !bias2) ||
@@ -765,7 +775,7 @@ static PyObject *py_conv(PyObject *self, PyObject *args)
         return NULL;
     conv_args a = {PTR(x), PTR(shift), shift_stride, PTR(wbits), N, H, W, C, (C + 63) / 64, O, OP, K,
                    PTR(scale), PTR(bias), PTR(smap), PTR(cmap), PTR(scale2), PTR(bias2), PTR(slope),
-                   PTR(post_bias), PTR(res), PTR(post_slope), PTR(out), NULL, NULL, 0, NULL};
+                   PTR(post_bias), PTR(res), PTR(post_slope), PTR(out), NULL, NULL, 0, NULL, PTR(rowsum)};
     float *ones = malloc(sizeof(float) * (size_t)O), *zeros = calloc((size_t)O, sizeof(float));
     if (isa == ISA_AVX2) {
         size_t wbytes = sizeof(uint64_t) * (size_t)(K * K * a.CW * 2 * OP);   /* a multiple of 128 (OP % 8 == 0) */

@@ -76,6 +76,7 @@ class BitpackConv2d(nn.Module):
     def forward(self, x: torch.Tensor, **epilogue) -> torch.Tensor:
         shift = epilogue.pop("shift", self.shift)
         if _traced():
+            epilogue.pop("row_sums", None)
             return self._torch_forward(x, shift, **epilogue)
         return kernel.binary_conv(
             x, self.wbits, self.out_channels, self.kernel_size, self.scale, self.bias, shift=shift,
@@ -194,6 +195,27 @@ def _slope(act: nn.Module, channels: int) -> torch.Tensor | None:
     return None
 
 
+MEANS_ATTR = "_bsr_channel_means"
+
+
+class CachedGlobalMean(nn.Module):
+    """`AdaptiveAvgPool2d(1)` of a re-scaling branch that takes the means a `FusedBinaryUnit` computed while its
+    kernel wrote the tensor (attribute ``_bsr_channel_means``), instead of reading the 4 MB map again. Any other
+    input, and every call under a torch function mode (bsr's tiling injects whole-image means through
+    adaptive_avg_pool2d), pools as before."""
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        means = getattr(a, MEANS_ATTR, None)
+        if (means is not None and means.shape == (a.shape[0], a.shape[1], 1, 1)
+                and not torch._C._is_torch_function_mode_enabled()):
+            return means
+        return F.adaptive_avg_pool2d(a, 1)
+
+    @staticmethod
+    def replaces(m: nn.Module) -> bool:
+        return type(m) is nn.AdaptiveAvgPool2d and m.output_size in (1, (1, 1))
+
+
 class FusedBinaryUnit(nn.Module):
     """A `BinaryUnit` (see bsr_cli.nn.blocks) whose conv is a `BitpackConv2d`, with its epilogue fused:
 
@@ -225,6 +247,8 @@ class FusedBinaryUnit(nn.Module):
             slope = _slope(act, o)
         self.epilogue = {"scale2": scale2, "bias2": bias2, "slope": slope, "post_bias": post_bias}
         self.epilogue = {k: v.float().contiguous() for k, v in self.epilogue.items() if v is not None}
+        # set by convert_model when the output reaches the next unit unchanged and a branch there pools it
+        self.emit_means = False
 
     @staticmethod
     def fusable(unit: nn.Module) -> bool:
@@ -269,7 +293,11 @@ class FusedBinaryUnit(nn.Module):
             else:  # a map the epilogue cannot take: reference order in PyTorch
                 return self._unfused(a, shift, maps, x)
         residual = x if self.shortcut else None
-        return self.conv(a, shift=shift, cmap=cmap, smap=smap, residual=residual, **self.epilogue)
+        sums = torch.zeros(n, h, o) if self.emit_means and not _traced() else None
+        y = self.conv(a, shift=shift, cmap=cmap, smap=smap, residual=residual, row_sums=sums, **self.epilogue)
+        if sums is not None:  # global means of y for the next unit's CachedGlobalMean (no second pass)
+            setattr(y, MEANS_ATTR, (sums.sum(1) / (h * w)).view(n, o, 1, 1))
+        return y
 
     def _unfused(self, a, shift, maps, x):
         y = self.conv(a, shift=shift)
@@ -321,12 +349,42 @@ def convert_model(model: nn.Module, threads: int | None = None) -> nn.Module:
             if isinstance(block, BinaryResBlock) and isinstance(block.unit1, FusedBinaryUnit):
                 if block.unit1.set_post_act(block.mid_act):
                     block.mid_act = nn.Identity()
+        _share_global_means(m)
     m.requires_grad_(False)
     m.register_forward_pre_hook(_to_channels_last)
     m.register_forward_hook(_contiguous_output)
     m.bitpack_skipped = skipped
     m.backend = "bitpack"
     return m
+
+
+def _share_global_means(model: nn.Module) -> None:
+    """Fused units whose output goes unchanged into the next fused unit hand it their output's channel means
+    (kernel row sums), and that unit's re-scaling branches take them (`CachedGlobalMean`). Two such hand-offs:
+    unit1 -> unit2 inside a `BinaryResBlock` whose middle activation is fused, and unit2 -> the next block's
+    unit1 in a Sequential body when the block has no block skip. Anywhere else an op (a skip add, an in-place
+    activation) may stand between the kernel's output and the pooling, and the branch pools as before."""
+    pairs = []
+    for mod in model.modules():
+        if isinstance(mod, BinaryResBlock) and isinstance(mod.mid_act, nn.Identity):
+            pairs.append((mod.unit1, mod.unit2))
+        if isinstance(mod, nn.Sequential):
+            for a, b in zip(mod, list(mod)[1:]):
+                if isinstance(a, BinaryResBlock) and isinstance(b, BinaryResBlock) and not a.block_skip:
+                    pairs.append((a.unit2, b.unit1))
+    for src, dst in pairs:
+        if not (isinstance(src, FusedBinaryUnit) and isinstance(dst, FusedBinaryUnit)):
+            continue
+        pools = 0
+        for branch in [dst.shift_rescale, *dst.rescalers]:
+            if branch is None:
+                continue
+            for parent in branch.modules():
+                for name, child in list(parent.named_children()):
+                    if CachedGlobalMean.replaces(child):
+                        setattr(parent, name, CachedGlobalMean())
+                        pools += 1
+        src.emit_means = pools > 0
 
 
 def kernel_coverage(model: nn.Module) -> dict:

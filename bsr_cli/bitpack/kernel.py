@@ -144,6 +144,7 @@ def binary_conv(
     post_bias: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
     post_slope: torch.Tensor | None = None,
+    row_sums: torch.Tensor | None = None,
     threads: int | None = None,
     isa: int | None = None,
 ) -> torch.Tensor:
@@ -152,6 +153,8 @@ def binary_conv(
     x: (N, C, H, W); `shift`: (C,) or (N, C, 1, 1). Per output channel o, optional stages in this order:
       y = scale*dot + bias;  y *= cmap (N,O,1,1);  y *= smap (N,1,H,W);  y = y*scale2 + bias2;
       y = prelu(y, slope) + post_bias;  y += residual (N,O,H,W);  y = prelu(y, post_slope).
+    `row_sums`: a zeroed (N, H, O) float32 tensor that receives, per output row, the sum over w of the output
+    (the epilogue adds each chunk while it is in cache; the next unit's global means need no pass over memory).
     Returns (N, O, H, W) float32 channels-last. `isa`: 0 portable C, 1 AVX2, 2 AVX-512 VPOPCNTDQ, -1 the best this
     CPU has; None (default): what BSR_BITPACK_ISA forces, else -1. A level the CPU lacks raises ValueError.
     """
@@ -183,11 +186,14 @@ def binary_conv(
             raise ValueError(f"bitpack: residual {tuple(residual.shape)} != output {(n, o, h, w)}")
         residual = _cl(residual)
     out = torch.empty((n, o, h, w), dtype=torch.float32, memory_format=torch.channels_last)
+    if row_sums is not None and (row_sums.shape != (n, h, o) or row_sums.dtype != torch.float32
+                                 or not row_sums.is_contiguous()):
+        raise ValueError(f"bitpack: row_sums must be a contiguous float32 {(n, h, o)} tensor")
     k.conv(
         x.data_ptr(), _addr(shift), shift_stride, wbits.data_ptr(), n, h, w, c, o, op, kernel_size,
         scale.data_ptr(), bias.data_ptr(), _addr(smap), _addr(cmap), _addr(scale2), _addr(bias2), _addr(slope),
         _addr(post_bias), _addr(residual), _addr(post_slope), out.data_ptr(), int(threads or default_threads()),
-        _isa(isa),
+        _isa(isa), *(() if row_sums is None else (_addr(row_sums),)),
     )
     return out
 
