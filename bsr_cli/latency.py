@@ -112,13 +112,14 @@ KINDS = ("binary-conv", "float-conv", "other")
 
 def conv_kind(module: torch.nn.Module) -> str | None:
     """``binary-conv`` for a 1-bit conv (bitpack kernel, or a BinaryConv2d run as float math on the torch
-    backend), ``float-conv`` for any other conv or linear, None for everything else."""
+    backend), ``float-conv`` for any other conv or linear (the spatial re-scaling map's FP C -> 1 conv too, also
+    when the kernel's `spatial` routine computes it), None for everything else."""
     from bsr_cli.bitpack.backend import BitpackConv2d, BitpackSpatialRescale
     from bsr_cli.nn.binary_conv import BinaryConv2d
 
-    if isinstance(module, (BitpackConv2d, BitpackSpatialRescale, BinaryConv2d)):
+    if isinstance(module, (BitpackConv2d, BinaryConv2d)):
         return "binary-conv"
-    if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+    if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear, BitpackSpatialRescale)):
         return "float-conv"
     return None
 
