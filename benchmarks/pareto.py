@@ -13,6 +13,9 @@ thread count; the median of the rounds is reported, wall time and ``time.process
   LR crops; ``bsr_cli.export_onnx.to_onnx_bytes`` for the fp32 graph);
 * ``fsrcnn`` and ``espcn`` (torch fp32 channels-last) with ``--extra NAME=FILE`` checkpoints; without one the
   network is timed at random init and its PSNR is missing (latency does not depend on the weights);
+* on a CPU with native bf16 (AMX-BF16 / AVX512-BF16; ``--bf16 auto``, the default) the float networks a user
+  would run there — the FP twin, ``fsrcnn``, ``espcn`` — also as torch bf16 autocast channels-last, with their
+  Set5 PSNR measured here through bf16 (it changes the output); ``--bf16 off`` leaves them out;
 * bicubic: PSNR of the protocol's MATLAB bicubic, latency of ``torch.nn.functional.interpolate(bicubic)``.
 
 PSNR: the manifest's ``metrics.Set5.psnr`` (measured by bsr's eval chain, ``benchmarks/verify_manifest.py``)
@@ -40,6 +43,7 @@ import torch
 from bsr_cli import backends, weights
 from bsr_cli.evaluate import evaluate, model_sr
 from bsr_cli.latency import build, cpu_name
+from bsr_cli.train import cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "benchmark"
@@ -76,6 +80,30 @@ def channels_last(net: torch.nn.Module):
     """torch fp32 channels-last: the module and its input in NHWC memory order."""
     net = net.eval().to(memory_format=torch.channels_last)
     return lambda x: net(x.contiguous(memory_format=torch.channels_last))
+
+
+def bf16_channels_last(net: torch.nn.Module):
+    """torch bf16 autocast channels-last (oneDNN runs its convs on AMX where the CPU has it); fp32 output."""
+    fp32 = channels_last(net)
+
+    def run(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fp32(x).float()
+
+    return run
+
+
+def with_bf16_rows(cands: list[dict], data_dir) -> list[dict]:
+    """Each float network (the twin, fsrcnn, espcn on torch fp32) once more as torch bf16, PSNR measured here."""
+    out = list(cands)
+    for c in cands:
+        if c["model"] in (TWIN,) + LIGHT and c["backend"] == "torch fp32 CL":
+            fn = bf16_channels_last(c["net"])
+            psnr = set5_psnr(fn, data_dir) if c["psnr"] is not None else None
+            out.append(dict(model=c["model"], backend="torch bf16 CL", psnr=psnr, net=c["net"],
+                            psnr_source="measured here (bf16 autocast)" if psnr is not None else c["psnr_source"],
+                            fns={t: fn for t in c["fns"]}))
+    return out
 
 
 def calibration_inputs(n: int = 8, size: int = 64) -> list[np.ndarray]:
@@ -127,9 +155,10 @@ def set5_psnr(fn, data_dir) -> float:
     return round(evaluate("model", "Set5", SCALE, data_dir=data_dir, sr_fn=model_sr(fn, SCALE))["psnr"], 4)
 
 
-def candidates(threads: list[int], extra: dict[str, str], data_dir, only: set[str] | None = None) -> list[dict]:
-    """Each candidate: model, backend, psnr (or None), psnr_source, fns {threads: callable}.
-    ``only``: model names to build (None: all)."""
+def candidates(threads: list[int], extra: dict[str, str], data_dir, only: set[str] | None = None,
+               bf16: bool = False) -> list[dict]:
+    """Each candidate: model, backend, psnr (or None), psnr_source, fns {threads: callable}, net.
+    ``only``: model names to build (None: all); ``bf16``: add the float networks in bf16 too."""
     from bsr_cli.export_onnx import OnnxModel
     from bsr_cli.models import create_model
 
@@ -145,16 +174,16 @@ def candidates(threads: list[int], extra: dict[str, str], data_dir, only: set[st
             psnr, source = set5_psnr(net, data_dir), "measured here (torch)"
         if kernel_ok and backends.has_binary_activations(net):
             fns = {t: build(net, "bitpack", t) for t in threads}
-            out.append(dict(model=e["model"], backend="bitpack", psnr=psnr, psnr_source=source, fns=fns))
+            out.append(dict(model=e["model"], backend="bitpack", psnr=psnr, psnr_source=source, fns=fns, net=net))
         else:
             fn = channels_last(net)
             out.append(dict(model=e["model"], backend="torch fp32 CL", psnr=psnr, psnr_source=source,
-                            fns={t: fn for t in threads}))
+                            fns={t: fn for t in threads}, net=net))
         if e["model"] == TWIN:
             q = ort_int8(net)
             psnr = set5_psnr(OnnxModel(q, threads=max(threads)), data_dir)
             out.append(dict(model=TWIN, backend="ORT int8 static", psnr=psnr, psnr_source="measured here",
-                            fns={t: OnnxModel(q, threads=t) for t in threads}))
+                            fns={t: OnnxModel(q, threads=t) for t in threads}, net=net))
     shipped = {c["model"] for c in out}
     for name in LIGHT:
         if (only and name not in only) or (name in shipped and name not in extra):
@@ -167,7 +196,9 @@ def candidates(threads: list[int], extra: dict[str, str], data_dir, only: set[st
         fn = channels_last(net)
         out = [c for c in out if c["model"] != name]  # --extra replaces a shipped one
         out.append(dict(model=name, backend="torch fp32 CL", psnr=psnr, psnr_source=source,
-                        fns={t: fn for t in threads}))
+                        fns={t: fn for t in threads}, net=net))
+    if bf16:
+        out = with_bf16_rows(out, data_dir)
     if only and "bicubic" not in only:
         return out
     bic = round(evaluate("bicubic", "Set5", SCALE, data_dir=data_dir)["psnr"], 4)
@@ -284,12 +315,15 @@ def main(argv=None) -> int:
                    help="checkpoint for fsrcnn / espcn")
     p.add_argument("--only", default="", help="comma-separated model names to keep (smoke tests)")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    p.add_argument("--bf16", choices=("auto", "off"), default="auto",
+                   help="auto: add the float networks in bf16 where the CPU has native bf16 (AMX / AVX512-BF16)")
     a = p.parse_args(argv)
     threads = [int(t) for t in a.threads.split(",")]
     rounds, warmup = (2, 1) if a.quick else (a.rounds, a.warmup)
     extra = dict(kv.split("=", 1) for kv in a.extra)
     load_start = [round(v, 2) for v in os.getloadavg()]
-    cands = candidates(threads, extra, a.data_dir, set(a.only.split(",")) if a.only else None)
+    bf16 = a.bf16 == "auto" and cpu_has_native_bf16()
+    cands = candidates(threads, extra, a.data_dir, set(a.only.split(",")) if a.only else None, bf16=bf16)
     measure(cands, threads, a.size, rounds, warmup)
     import onnxruntime
 
@@ -297,12 +331,12 @@ def main(argv=None) -> int:
                kernel=backends.bitpack_status()[1], load_start=load_start,
                load_end=[round(v, 2) for v in os.getloadavg()], nproc=os.cpu_count(),
                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               torch=torch.__version__, onnxruntime=onnxruntime.__version__)
+               torch=torch.__version__, onnxruntime=onnxruntime.__version__, bf16=bf16)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(cands, env)
     (out / "pareto.md").write_text(md)
-    rows = [{k: v for k, v in c.items() if k != "fns"} for c in cands]
+    rows = [{k: v for k, v in c.items() if k not in ("fns", "net")} for c in cands]
     (out / "pareto.json").write_text(json.dumps({"env": env, "results": rows}, indent=2) + "\n")
     plot(cands, env, out / "pareto.png")
     print(md, end="")

@@ -38,7 +38,7 @@ def test_quick_run_two_candidates(tmp_path, one_torch_thread):
     mod = _pareto()
     from bsr_cli import backends, weights
 
-    assert mod.main(["--quick", "--size", "32", "--threads", "1", "--only", "e2fif,espcn",
+    assert mod.main(["--quick", "--size", "32", "--threads", "1", "--only", "e2fif,espcn", "--bf16", "off",
                      "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "pareto.json").read_text())
     rows = {r["model"]: r for r in data["results"]}
@@ -54,6 +54,26 @@ def test_quick_run_two_candidates(tmp_path, one_torch_thread):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bf16_rows_on_a_native_bf16_cpu(tmp_path, one_torch_thread, monkeypatch):
+    """Where the CPU has native bf16 (AMX), the float networks a user would run there are candidates in bf16 too,
+    with their own Set5 PSNR measured through bf16 (not the fp32 figure copied)."""
+    mod = _pareto()
+    from bsr_cli import weights
+
+    monkeypatch.setattr(mod, "cpu_has_native_bf16", lambda: True)
+    assert mod.main(["--quick", "--size", "32", "--threads", "1", "--only", "espcn", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "pareto.json").read_text())
+    rows = {r["backend"]: r for r in data["results"]}
+    assert set(rows) == {"torch fp32 CL", "torch bf16 CL"} and data["env"]["bf16"] is True
+    fp32 = weights.find_entry("espcn-x4")["metrics"]["Set5"]["psnr"]  # 29.2631
+    assert rows["torch fp32 CL"]["psnr"] == fp32
+    assert rows["torch bf16 CL"]["psnr_source"] == "measured here (bf16 autocast)"
+    assert abs(rows["torch bf16 CL"]["psnr"] - fp32) < 0.1  # bf16 moves espcn's Set5 by hundredths of a dB
+    assert "| espcn | torch bf16 CL |" in (tmp_path / "pareto.md").read_text()
+
+
 if importlib.util.find_spec("matplotlib") is None:  # the plot needs the `bench` extra
     test_quick_run_two_candidates = pytest.mark.skip(reason="matplotlib not installed (pip install bsr[bench])")(
         test_quick_run_two_candidates)
+    test_bf16_rows_on_a_native_bf16_cpu = pytest.mark.skip(reason="matplotlib not installed (pip install bsr[bench])")(
+        test_bf16_rows_on_a_native_bf16_cpu)
