@@ -11,7 +11,7 @@
     python benchmarks/bitpack_speed.py --threads 2 --rounds 5 [--json out.json]
     python benchmarks/bitpack_speed.py --threads 1 --isa-compare /tmp/old/_kernel.cpython-311-x86_64-linux-gnu.so
 
-BSR_BITPACK_ISA=avx2|avx512|generic forces one path for sections 1-2 (default: run-time dispatch).
+BSR_BITPACK_ISA=avx2|avx512|amx|generic forces one path for sections 1-2 (default: run-time dispatch).
 
 Weights are random: speed does not depend on their values. Times in milliseconds.
 """
@@ -120,6 +120,9 @@ ISA_MODEL = {
     "AVX2 (nibble planes, deferred vpsadbw)": 6 / 4 / 4,
     # AVX-512 VPOPCNTDQ: vpxorq, vpopcntq, vpaddq zmm = 3 uops = 6 pipe slots per 8 channels
     "AVX-512 VPOPCNTDQ": 6 / 8 / 4,
+    # AMX-INT8: one TDPBSSD (16 pixels x 16 channels x 64 int8 inputs) per 16 cycles = 1/16 cycle per channel and
+    # 64-channel tap-word of one pixel (Intel's optimization manual: throughput 16 for TDP*)
+    "AMX-INT8": 16 / (16 * 16),
 }
 # conv shapes of the zoo: (C_in, C_out, k)
 ZOO_CONVS = ((64, 64, 3), (40, 40, 3), (256, 256, 3), (64, 256, 3), (60, 180, 1), (60, 60, 1))
@@ -156,10 +159,10 @@ def isa_compare(other_path: str, size: int, rounds: int, threads: int, shapes=ZO
         for isa in isas if isas is not None else kernel.supported_isas():
             calls = {}
             for name, mod in (("new", new), ("old", old)):
-                def call(mod=mod):
+                def call(mod=mod, isa_=min(isa, mod.best_isa())):  # an old build without this path: its best
                     kernel._kernel = mod
                     try:
-                        return kernel.binary_conv(x, wbits, o, k, scale, bias, threads=threads, isa=isa)
+                        return kernel.binary_conv(x, wbits, o, k, scale, bias, threads=threads, isa=isa_)
                     finally:
                         kernel._kernel = new
                 calls[name] = call
@@ -176,7 +179,7 @@ def isa_compare(other_path: str, size: int, rounds: int, threads: int, shapes=ZO
                     wall[name].append((time.perf_counter() - t0) * 1e3)
                     cpu[name].append((time.process_time() - c0) * 1e3)
             row = {"shape": f"{c}->{o} {k}x{k}", "isa": kernel.ISA_NAMES[isa], "same_output": same,
-                   "rounds": n_rounds}
+                   "rounds": n_rounds, "old_isa": kernel.ISA_NAMES[min(isa, old.best_isa())]}
             for name in calls:
                 row[f"{name}_wall_ms"] = statistics.median(wall[name])
                 row[f"{name}_cpu_ms"] = statistics.median(cpu[name])
@@ -185,6 +188,9 @@ def isa_compare(other_path: str, size: int, rounds: int, threads: int, shapes=ZO
                 row["bound_ms"] = popcount_bound_ms(c, o, k, size, ISA_MODEL["AVX2 (nibble planes, deferred vpsadbw)"], ghz)
             elif isa == 2:
                 row["old_bound_ms"] = row["bound_ms"] = popcount_bound_ms(c, o, k, size, ISA_MODEL["AVX-512 VPOPCNTDQ"], ghz)
+            elif isa == 3:
+                row["old_bound_ms"] = popcount_bound_ms(c, o, k, size, ISA_MODEL["AVX-512 VPOPCNTDQ"], ghz)
+                row["bound_ms"] = popcount_bound_ms(c, o, k, size, ISA_MODEL["AMX-INT8"], ghz)
             out["rows"].append(row)
     out["load_after"] = load_average()
     return out

@@ -219,6 +219,7 @@ def test_model_matches_reference(name):
 
     scales = get_model_info(name).scales
     scale = 4 if name in _FULL_SIZE and 4 in scales else min(scales)
+    torch.manual_seed(0)  # the FP layers' init: unseeded, about 1 run in 8 put a value on a sign threshold
     model = create_model(name, scale).eval()
     binary = _binary_act_convs(model)
     if not binary:

@@ -17,13 +17,13 @@ except ImportError as exc:  # pragma: no cover - depends on the build
 else:
     _IMPORT_ERROR = ""
 
-ISA_NAMES = {0: "portable C", 1: "AVX2", 2: "AVX-512 VPOPCNTDQ"}
-ISA_LEVELS = {"generic": 0, "avx2": 1, "avx512": 2}
+ISA_NAMES = {0: "portable C", 1: "AVX2", 2: "AVX-512 VPOPCNTDQ", 3: "AMX-INT8"}
+ISA_LEVELS = {"generic": 0, "avx2": 1, "avx512": 2, "amx": 3}
 ISA_ENV = "BSR_BITPACK_ISA"
 
 
 def _isa_from_env(value: str | None) -> int:
-    """The ISA level that BSR_BITPACK_ISA forces (generic | avx2 | avx512), -1 (run-time dispatch) when unset,
+    """The ISA level that BSR_BITPACK_ISA forces (generic | avx2 | avx512 | amx), -1 (run-time dispatch) when unset,
     empty or "auto"; ValueError for anything else."""
     value = (value or "").strip().lower()
     if value in ("", "auto"):
@@ -155,8 +155,8 @@ def binary_conv(
       y = prelu(y, slope) + post_bias;  y += residual (N,O,H,W);  y = prelu(y, post_slope).
     `row_sums`: a zeroed (N, H, O) float32 tensor that receives, per output row, the sum over w of the output
     (the epilogue adds each chunk while it is in cache; the next unit's global means need no pass over memory).
-    Returns (N, O, H, W) float32 channels-last. `isa`: 0 portable C, 1 AVX2, 2 AVX-512 VPOPCNTDQ, -1 the best this
-    CPU has; None (default): what BSR_BITPACK_ISA forces, else -1. A level the CPU lacks raises ValueError.
+    Returns (N, O, H, W) float32 channels-last. `isa`: 0 portable C, 1 AVX2, 2 AVX-512 VPOPCNTDQ, 3 AMX-INT8 (the
+    +-1 dots as int8 tile matmuls, exact), -1 the best this CPU has; None (default): what BSR_BITPACK_ISA forces, else -1. A level the CPU lacks raises ValueError.
     """
     k = require_kernel()
     if x.dim() != 4 or x.device.type != "cpu":
