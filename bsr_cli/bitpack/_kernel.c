@@ -887,39 +887,96 @@ static void sigmoid_row_avx512(float *v, int64_t n)
     }
 }
 
-/* AVX-512: four independent accumulators (64 channels per step, masked tails), one horizontal sum per pixel, so
- * the FMA latency chain is K*K*ceil(C/64) long instead of K*K*C/16. */
+/* One pixel (any K, borders): four independent accumulators (64 channels per step, masked tails), one horizontal
+ * sum, so the FMA latency chain is K*K*ceil(C/64) long instead of K*K*C/16. */
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
+static inline float spatial_pixel_avx512(const float *x, const float *k, int64_t H, int64_t W, int64_t C, int64_t K,
+                                         int64_t n, int64_t h, int64_t w, int64_t kh0, int64_t kh1)
+{
+    int64_t p = K / 2, kw0, kw1;
+    tap_range(w, W, K, &kw0, &kw1);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int64_t i = kh0; i < kh1; i++)
+        for (int64_t j = kw0; j < kw1; j++) {
+            const float *xp = x + ((n * H + h + i - p) * W + (w + j - p)) * C;
+            const float *kp = k + (i * K + j) * C;
+            int64_t c = 0;
+            for (; c + 64 <= C; c += 64) {
+                acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(xp + c), _mm512_loadu_ps(kp + c), acc0);
+                acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(xp + c + 16), _mm512_loadu_ps(kp + c + 16), acc1);
+                acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(xp + c + 32), _mm512_loadu_ps(kp + c + 32), acc2);
+                acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(xp + c + 48), _mm512_loadu_ps(kp + c + 48), acc3);
+            }
+            for (; c < C; c += 16) {
+                int64_t r = C - c < 16 ? C - c : 16;
+                __mmask16 m = (__mmask16)((1u << r) - 1u);
+                acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xp + c), _mm512_maskz_loadu_ps(m, kp + c), acc0);
+            }
+        }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
+}
+
+/* 3x3 maps, 4 interior pixels at a time: per tap row and 16-channel slice, the 6 input pixels the 4 outputs read
+ * and the 3 kernel vectors are loaded once and feed 12 FMAs (16 accumulators: 4 pixels x 4 slices), instead of
+ * 2 loads per FMA one pixel at a time (64 channels, 128x128, 1 thread: 2x fewer loads; FMA-bound). */
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
+static inline void spatial_quad3_avx512(const float *x, const float *k, int64_t H, int64_t W, int64_t C, int64_t n,
+                                        int64_t h, int64_t w, int64_t kh0, int64_t kh1, float *z)
+{
+    __m512 acc[4][4];
+    for (int q = 0; q < 4; q++)
+        for (int u = 0; u < 4; u++)
+            acc[q][u] = _mm512_setzero_ps();
+    for (int64_t i = kh0; i < kh1; i++) {
+        const float *xr = x + ((n * H + h + i - 1) * W + (w - 1)) * C, *kr = k + i * 3 * C;
+        int64_t c = 0;
+        for (; c + 64 <= C; c += 64)
+            for (int u = 0; u < 4; u++) {
+                const int64_t cu = c + 16 * u;
+                __m512 xs[6], ks[3];
+                for (int t = 0; t < 6; t++)
+                    xs[t] = _mm512_loadu_ps(xr + t * C + cu);
+                for (int j = 0; j < 3; j++)
+                    ks[j] = _mm512_loadu_ps(kr + j * C + cu);
+                for (int q = 0; q < 4; q++)
+                    for (int j = 0; j < 3; j++)
+                        acc[q][u] = _mm512_fmadd_ps(xs[q + j], ks[j], acc[q][u]);
+            }
+        for (; c < C; c += 16) {
+            const __mmask16 m = (__mmask16)((1u << (C - c < 16 ? C - c : 16)) - 1u);
+            __m512 xs[6], ks[3];
+            for (int t = 0; t < 6; t++)
+                xs[t] = _mm512_maskz_loadu_ps(m, xr + t * C + c);
+            for (int j = 0; j < 3; j++)
+                ks[j] = _mm512_maskz_loadu_ps(m, kr + j * C + c);
+            for (int q = 0; q < 4; q++)
+                for (int j = 0; j < 3; j++)
+                    acc[q][0] = _mm512_fmadd_ps(xs[q + j], ks[j], acc[q][0]);
+        }
+    }
+    for (int q = 0; q < 4; q++)
+        z[q] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[q][0], acc[q][1]), _mm512_add_ps(acc[q][2], acc[q][3])));
+}
+
 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
 static void spatial_row_avx512(const float *x, const float *k, float b, int64_t H, int64_t W, int64_t C, int64_t K,
                                int64_t n, int64_t h, float *out)
 {
-    int64_t p = K / 2, kh0, kh1;
+    int64_t kh0, kh1;
+    float *o = out + (n * H + h) * W;
     tap_range(h, H, K, &kh0, &kh1);
-    for (int64_t w = 0; w < W; w++) {
-        int64_t kw0, kw1;
-        tap_range(w, W, K, &kw0, &kw1);
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-        for (int64_t i = kh0; i < kh1; i++)
-            for (int64_t j = kw0; j < kw1; j++) {
-                const float *xp = x + ((n * H + h + i - p) * W + (w + j - p)) * C;
-                const float *kp = k + (i * K + j) * C;
-                int64_t c = 0;
-                for (; c + 64 <= C; c += 64) {
-                    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(xp + c), _mm512_loadu_ps(kp + c), acc0);
-                    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(xp + c + 16), _mm512_loadu_ps(kp + c + 16), acc1);
-                    acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(xp + c + 32), _mm512_loadu_ps(kp + c + 32), acc2);
-                    acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(xp + c + 48), _mm512_loadu_ps(kp + c + 48), acc3);
-                }
-                for (; c < C; c += 16) {
-                    int64_t r = C - c < 16 ? C - c : 16;
-                    __mmask16 m = (__mmask16)((1u << r) - 1u);
-                    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xp + c), _mm512_maskz_loadu_ps(m, kp + c), acc0);
-                }
-            }
-        float z = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
-        out[(n * H + h) * W + w] = z + b;
+    for (int64_t w = 0; w < W;) {
+        if (K == 3 && w >= 1 && w + 4 < W) {   /* w .. w + 3 and their right neighbours inside the image */
+            spatial_quad3_avx512(x, k, H, W, C, n, h, w, kh0, kh1, o + w);
+            for (int q = 0; q < 4; q++)
+                o[w + q] += b;
+            w += 4;
+        } else {
+            o[w] = spatial_pixel_avx512(x, k, H, W, C, K, n, h, w, kh0, kh1) + b;
+            w += 1;
+        }
     }
-    sigmoid_row_avx512(out + (n * H + h) * W, W);
+    sigmoid_row_avx512(o, W);
 }
 
 /* ---------------------------------------------------------------- Python bindings */
