@@ -35,7 +35,10 @@ setup(
         Extension(
             "bsr_cli.bitpack._kernel",
             sources=["bsr_cli/bitpack/_kernel.c"],
-            extra_compile_args=["-O3", "-fopenmp", "-std=c11"],
+            # -fno-trapping-math: lets GCC if-convert the epilogue's leaky-ReLU selects without AVX-512 masks (the
+            # AVX2 and portable paths ran that loop scalar: 10 ms vs 1.4 per 64->64 conv at 128x128). It changes no
+            # value (rounding is untouched; only FP-exception flags, which nothing reads, may differ).
+            extra_compile_args=["-O3", "-fno-trapping-math", "-fopenmp", "-std=c11"],
             extra_link_args=["-fopenmp"],
             libraries=["m"],
         )

@@ -507,7 +507,7 @@ static inline void epilogue_row(const conv_args *a, int64_t n, int64_t h, int64_
                 float v = scale[o] * (dots ? (float)d[o] : nvw - 2.0f * (float)d[o]) + bias[o];
                 v = v * cmap[o] * s;
                 v = v * scale2[o] + bias2[o];
-                v = v >= 0.0f ? v : slope[o] * v;
+                v = v >= 0.0f ? v : slope[o] * v;   /* vectorized on AVX2 only with -fno-trapping-math (setup.py) */
                 v = v + post_bias[o] + r[o];
                 y[o] = v >= 0.0f ? v : post_slope[o] * v;
             }
