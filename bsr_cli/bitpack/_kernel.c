@@ -856,11 +856,107 @@ static void spatial_row_generic(const float *x, const float *k, float b, int64_t
     spatial_row(x, k, b, H, W, C, K, n, h, out);
 }
 
+/* Logistic sigmoid of a row, 8 lanes at a time: as sigmoid_row_avx512 below, with 2^k put into the exponent
+ * bits (no scalef on AVX2); the argument is clamped to [-87, 87], where e^t stays a normal float (sigmoid = 1
+ * exactly above 87, about 1.6e-38 below -87: at most 1.6e-38 from torch there). */
+__attribute__((target("avx2,fma")))
+static void sigmoid_row_avx2(float *v, int64_t n)
+{
+    const __m256 log2e = _mm256_set1_ps(1.44269504f), ln2hi = _mm256_set1_ps(0.693359375f),
+                 ln2lo = _mm256_set1_ps(-2.12194440e-4f), one = _mm256_set1_ps(1.0f);
+    const float c[8] = {1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 t = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_loadu_ps(v + i));   /* t = -v */
+        t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(87.0f));
+        __m256 k = _mm256_round_ps(_mm256_mul_ps(t, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 r = _mm256_fnmadd_ps(k, ln2lo, _mm256_fnmadd_ps(k, ln2hi, t));
+        __m256 p = _mm256_set1_ps(c[7]);
+        for (int j = 6; j >= 0; j--)
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c[j]));
+        __m256i e2k = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+        __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(e2k));
+        _mm256_storeu_ps(v + i, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+    }
+    for (; i < n; i++)
+        v[i] = 1.0f / (1.0f + expf(-v[i]));
+}
+
+/* 3x3 maps, 4 interior pixels at a time (as spatial_quad3_avx512, 8-channel slices, two accumulators per pixel). */
+__attribute__((target("avx2,fma")))
+static inline void spatial_quad3_avx2(const float *x, const float *k, int64_t H, int64_t W, int64_t C, int64_t n,
+                                      int64_t h, int64_t w, int64_t kh0, int64_t kh1, float *z)
+{
+    __m256 acc[4][2];
+    for (int q = 0; q < 4; q++)
+        acc[q][0] = acc[q][1] = _mm256_setzero_ps();
+    for (int64_t i = kh0; i < kh1; i++) {
+        const float *xr = x + ((n * H + h + i - 1) * W + (w - 1)) * C, *kr = k + i * 3 * C;
+        int64_t c = 0;
+        for (; c + 16 <= C; c += 16)
+            for (int u = 0; u < 2; u++) {
+                const int64_t cu = c + 8 * u;
+                __m256 xs[6], ks[3];
+                for (int t = 0; t < 6; t++)
+                    xs[t] = _mm256_loadu_ps(xr + t * C + cu);
+                for (int j = 0; j < 3; j++)
+                    ks[j] = _mm256_loadu_ps(kr + j * C + cu);
+                for (int q = 0; q < 4; q++)
+                    for (int j = 0; j < 3; j++)
+                        acc[q][u] = _mm256_fmadd_ps(xs[q + j], ks[j], acc[q][u]);
+            }
+        for (; c < C; c += 8) {
+            const int64_t left = C - c < 8 ? C - c : 8;
+            const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            __m256 xs[6], ks[3];
+            for (int t = 0; t < 6; t++)
+                xs[t] = _mm256_maskload_ps(xr + t * C + c, m);
+            for (int j = 0; j < 3; j++)
+                ks[j] = _mm256_maskload_ps(kr + j * C + c, m);
+            for (int q = 0; q < 4; q++)
+                for (int j = 0; j < 3; j++)
+                    acc[q][0] = _mm256_fmadd_ps(xs[q + j], ks[j], acc[q][0]);
+        }
+    }
+    for (int q = 0; q < 4; q++) {
+        __m256 s8 = _mm256_add_ps(acc[q][0], acc[q][1]);
+        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+        z[q] = _mm_cvtss_f32(s4);
+    }
+}
+
 __attribute__((target("avx2,fma")))
 static void spatial_row_avx2(const float *x, const float *k, float b, int64_t H, int64_t W, int64_t C, int64_t K,
                              int64_t n, int64_t h, float *out)
 {
-    spatial_row(x, k, b, H, W, C, K, n, h, out);
+    int64_t p = K / 2, kh0, kh1;
+    float *o = out + (n * H + h) * W;
+    tap_range(h, H, K, &kh0, &kh1);
+    for (int64_t w = 0; w < W;) {
+        if (K == 3 && w >= 1 && w + 4 < W) {
+            spatial_quad3_avx2(x, k, H, W, C, n, h, w, kh0, kh1, o + w);
+            for (int q = 0; q < 4; q++)
+                o[w + q] += b;
+            w += 4;
+            continue;
+        }
+        int64_t kw0, kw1;
+        tap_range(w, W, K, &kw0, &kw1);
+        float z = 0.0f;
+        for (int64_t i = kh0; i < kh1; i++)
+            for (int64_t j = kw0; j < kw1; j++) {
+                const float *restrict xp = x + ((n * H + h + i - p) * W + (w + j - p)) * C;
+                const float *restrict kp = k + (i * K + j) * C;
+#pragma omp simd reduction(+ : z)
+                for (int64_t c = 0; c < C; c++)
+                    z += xp[c] * kp[c];
+            }
+        o[w] = z + b;
+        w += 1;
+    }
+    sigmoid_row_avx2(o, W);
 }
 
 /* Logistic sigmoid 1 / (1 + exp(-v)) of a row, 16 lanes at a time. exp(t) = 2^k * e^r with k = round(t log2 e),
