@@ -319,9 +319,41 @@ def test_spatial_map_matches_torch(channels, k):
             assert got.shape == (2, 1, 9, 7)
             assert (got - ref).abs().max().item() <= 1e-6
     z = torch.tensor([-200.0, -90.0, -20.0, 0.0, 1e-3, 5.0, 20.0, 90.0, 200.0])
-    got = kernel.spatial_map(z.view(1, 1, 1, -1), torch.ones(1, 1, 1, 1), 0.0, threads=1)
-    assert torch.allclose(got.flatten(), torch.sigmoid(z), rtol=1e-6, atol=1e-12)
-    assert got.flatten()[3].item() == 0.5
+    for isa in range(kernel.best_isa() + 1):
+        got = kernel.spatial_map(z.repeat(2).view(1, 1, 1, -1), torch.ones(1, 1, 1, 1), 0.0, threads=1, isa=isa)
+        assert torch.allclose(got.flatten(), torch.sigmoid(z.repeat(2)), rtol=1e-6, atol=1e-12)
+        assert got.flatten()[3].item() == 0.5
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_next_unit_spatial_map_computed_in_kernel_call(isa, monkeypatch):
+    """A fused unit whose output goes straight into the next unit computes that unit's spatial map (EBSR Eq. 5) in
+    its own kernel call, rows one behind the epilogue: the same floats as the separate pass, bit for bit, across
+    band borders (2 threads, 37 rows), with random non-zero map weights; 31 of ebsr-light's 32 maps move."""
+    from bsr_cli.bitpack.backend import FusedBinaryUnit, convert_model
+
+    monkeypatch.setattr(kernel, "FORCED_ISA", isa)
+    torch.manual_seed(0)
+    model = create_model("ebsr-light", 4).eval()
+    for m in model.modules():
+        if type(m) is SpatialRescale:
+            torch.nn.init.normal_(m.conv.weight, std=0.05)
+    fast = convert_model(model, threads=2)
+    units = [m for m in fast.modules() if isinstance(m, FusedBinaryUnit)]
+    linked = [u.emit_spatial for u in units]
+    assert sum(s is not None for s in linked) == 31
+    calls = []
+    real = kernel.spatial_map
+    monkeypatch.setattr(kernel, "spatial_map", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = torch.rand(1, 3, 37, 53, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fused = fast(x)
+        n_fused = len(calls)
+        for u in units:
+            u.emit_spatial = None
+        separate = fast(x)
+    assert (n_fused, len(calls) - n_fused) == (1, 32)
+    assert torch.equal(fused, separate)
 
 
 @pytest.mark.parametrize("name, binary, on_kernel, matmuls", [

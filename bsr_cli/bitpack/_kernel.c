@@ -74,7 +74,20 @@ typedef struct {
     float *rowsum;           /* [N, H, O] zeroed, or NULL: per output row, the sum over w of out (for global means) */
     const int8_t *wtiles;    /* AMX only: [K * K][CW][OT][16][64] int8 weight tiles (VNNI), 64-byte aligned */
     int64_t OT;              /* AMX only: output tiles of 16 channels, ceil(O / 16) */
+    const float *sk;         /* or NULL: the NEXT unit's spatial map, computed on out while its rows are in cache: */
+    int64_t sK;              /*   kernel [sK, sK, O], bias sb, into smap_next [N, H, W] (see run_conv) */
+    float sb;
+    float *smap_next;
 } conv_args;
+
+typedef void (*spatial_row_fn)(const float *, const float *, float, int64_t, int64_t, int64_t, int64_t, int64_t,
+                               int64_t, float *);
+static void spatial_row_generic(const float *, const float *, float, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                int64_t, float *);
+static void spatial_row_avx2(const float *, const float *, float, int64_t, int64_t, int64_t, int64_t, int64_t,
+                             int64_t, float *);
+static void spatial_row_avx512(const float *, const float *, float, int64_t, int64_t, int64_t, int64_t, int64_t,
+                               int64_t, float *);
 
 /* ---------------------------------------------------------------- packing (one row of W pixels) */
 
@@ -782,6 +795,11 @@ static int run_conv(conv_args *a, int isa, int threads, const float *ones, const
     }
 #endif
     const int64_t band = threads > 1 || isa == ISA_AMX ? ROW_BAND : a->H, bands = (a->H + band - 1) / band;
+    const spatial_row_fn srow = !a->sk ? NULL : isa >= ISA_AVX512 ? spatial_row_avx512
+                              : isa == ISA_AVX2 ? spatial_row_avx2 : spatial_row_generic;
+    unsigned char *sdone = srow ? calloc((size_t)(a->N * a->H), 1) : NULL;
+    if (srow && !sdone)
+        return -1;
     int failed = 0;
     (void)threads;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
@@ -808,9 +826,26 @@ static int run_conv(conv_args *a, int isa, int threads, const float *ones, const
                 t.prow0 = n * a->H + r0;
                 for (int64_t r = r0; r < h1 + p && r < a->H; r++)
                     pack(&t, n * a->H + r);
-                for (int64_t h = h0; h < h1; h++)
+                for (int64_t h = h0; h < h1; h++) {
                     row(&t, n, h, pc, pc + cmax * a->OP, ones, zeros);
+                    if (srow) {   /* next unit's map rows whose input rows all lie in [h0, h]: one row behind */
+                        const int64_t ps = a->sK / 2, last = h == h1 - 1 ? h1 - 1 : h - ps;
+                        for (int64_t r = h - ps < h0 ? h0 : h - ps; r <= last; r++) {
+                            const int64_t lo = r - ps < 0 ? 0 : r - ps, hi = r + ps > a->H - 1 ? a->H - 1 : r + ps;
+                            if (lo >= h0 && hi <= h) {
+                                srow(a->out, a->sk, a->sb, a->H, a->W, a->O, a->sK, n, r, a->smap_next);
+                                sdone[n * a->H + r] = 1;
+                            }
+                        }
+                    }
+                }
             }
+        }
+        if (srow) {   /* rows next to another band's (2 ps per band): after every band is written (barrier above) */
+#pragma omp for schedule(dynamic, 4)
+            for (int64_t r = 0; r < a->N * a->H; r++)
+                if (!failed && !sdone[r])
+                    srow(a->out, a->sk, a->sb, a->H, a->W, a->O, a->sK, r / a->H, r % a->H, a->smap_next);
         }
 #ifdef HAVE_AMX
         if (isa == ISA_AMX)
@@ -819,6 +854,7 @@ static int run_conv(conv_args *a, int isa, int threads, const float *ones, const
         free(pc);
         scratch_release();
     }
+    free(sdone);
     return failed ? -1 : 0;
 }
 
@@ -1094,18 +1130,24 @@ static int parse_isa(int isa)
 
 
 /* conv(x, shift, shift_stride, wbits, N, H, W, C, O, OP, K, scale, bias, smap, cmap, scale2, bias2, slope,
- *      post_bias, res, post_slope, out, threads, isa, rowsum) -- arrays are addresses (0 = absent); see conv_args. */
+ *      post_bias, res, post_slope, out, threads, isa, rowsum, sk, sK, sb, smap_next) -- arrays are addresses
+ *      (0 = absent); see conv_args. */
 static PyObject *py_conv(PyObject *self, PyObject *args)
 {
     unsigned long long x, shift, wbits, scale, bias, smap, cmap, scale2, bias2, slope, post_bias, res, post_slope, out;
-    unsigned long long rowsum = 0;
-    long long shift_stride, N, H, W, C, O, OP, K;
+    unsigned long long rowsum = 0, sk = 0, smap_next = 0;
+    long long shift_stride, N, H, W, C, O, OP, K, sK = 0;
+    double sb = 0.0;
     int threads, isa;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKLKLLLLLLLKKKKKKKKKKKii|K", &x, &shift, &shift_stride, &wbits, &N, &H, &W, &C, &O,
+    if (!PyArg_ParseTuple(args, "KKLKLLLLLLLKKKKKKKKKKKii|KKLdK", &x, &shift, &shift_stride, &wbits, &N, &H, &W, &C, &O,
                           &OP, &K, &scale, &bias, &smap, &cmap, &scale2, &bias2, &slope, &post_bias, &res,
-                          &post_slope, &out, &threads, &isa, &rowsum))
+                          &post_slope, &out, &threads, &isa, &rowsum, &sk, &sK, &sb, &smap_next))
         return NULL;
+    if (sk && (!smap_next || sK <= 0 || sK % 2 == 0)) {
+        PyErr_SetString(PyExc_ValueError, "bitpack conv: bad next-unit spatial map arguments");
+        return NULL;
+    }
     if (N <= 0 || H <= 0 || W <= 0 || C <= 0 || O <= 0 || OP < O || OP % 8 || K <= 0 || K % 2 == 0 || !x ||
         !wbits || !scale || !bias || !out || threads <= 0 || (scale2 && !bias2) ||
         (shift_stride != 0 && shift_stride != C)) {
@@ -1116,7 +1158,8 @@ static PyObject *py_conv(PyObject *self, PyObject *args)
         return NULL;
     conv_args a = {PTR(x), PTR(shift), shift_stride, PTR(wbits), N, H, W, C, (C + 63) / 64, O, OP, K,
                    PTR(scale), PTR(bias), PTR(smap), PTR(cmap), PTR(scale2), PTR(bias2), PTR(slope),
-                   PTR(post_bias), PTR(res), PTR(post_slope), PTR(out), NULL, NULL, 0, NULL, PTR(rowsum)};
+                   PTR(post_bias), PTR(res), PTR(post_slope), PTR(out), NULL, NULL, 0, NULL, PTR(rowsum),
+                   NULL, 0, PTR(sk), sK, (float)sb, PTR(smap_next)};
     float *ones = malloc(sizeof(float) * (size_t)O), *zeros = calloc((size_t)O, sizeof(float));
     int8_t *wtiles = NULL;
     if (isa == ISA_AVX2) {

@@ -77,6 +77,7 @@ class BitpackConv2d(nn.Module):
         shift = epilogue.pop("shift", self.shift)
         if _traced():
             epilogue.pop("row_sums", None)
+            epilogue.pop("next_spatial", None)
             return self._torch_forward(x, shift, **epilogue)
         return kernel.binary_conv(
             x, self.wbits, self.out_channels, self.kernel_size, self.scale, self.bias, shift=shift,
@@ -141,6 +142,7 @@ class BitpackSpatialRescale(nn.Module):
         super().__init__()
         conv = rescale.conv
         self.register_buffer("weight", conv.weight.detach().float().clone())
+        self.register_buffer("taps", self.weight[0].permute(1, 2, 0).contiguous(), persistent=False)  # [K, K, C]
         self.bias = float(conv.bias.detach()) if conv.bias is not None else 0.0
         self.threads = threads
         self.reference = rescale  # op-tracing modes (receptive-field probe) run the PyTorch form
@@ -156,6 +158,9 @@ class BitpackSpatialRescale(nn.Module):
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         if _traced() or a.device.type != "cpu":
             return self.reference(a)
+        cached = getattr(a, SMAP_ATTR, None)  # computed by the previous unit's kernel call (FusedBinaryUnit)
+        if cached is not None and cached[0] is self and not torch._C._is_torch_function_mode_enabled():
+            return cached[1]
         return kernel.spatial_map(a, self.weight, self.bias, threads=self.threads)
 
 
@@ -196,6 +201,7 @@ def _slope(act: nn.Module, channels: int) -> torch.Tensor | None:
 
 
 MEANS_ATTR = "_bsr_channel_means"
+SMAP_ATTR = "_bsr_next_spatial_map"  # (BitpackSpatialRescale, its map of this tensor), set by FusedBinaryUnit
 
 
 class CachedGlobalMean(nn.Module):
@@ -247,8 +253,10 @@ class FusedBinaryUnit(nn.Module):
             slope = _slope(act, o)
         self.epilogue = {"scale2": scale2, "bias2": bias2, "slope": slope, "post_bias": post_bias}
         self.epilogue = {k: v.float().contiguous() for k, v in self.epilogue.items() if v is not None}
-        # set by convert_model when the output reaches the next unit unchanged and a branch there pools it
+        # set by convert_model when the output reaches the next unit unchanged and a branch there pools it, and
+        # to that unit's BitpackSpatialRescale when it has one (its map is then computed in this kernel call)
         self.emit_means = False
+        self.emit_spatial: nn.Module | None = None
 
     @staticmethod
     def fusable(unit: nn.Module) -> bool:
@@ -293,10 +301,19 @@ class FusedBinaryUnit(nn.Module):
             else:  # a map the epilogue cannot take: reference order in PyTorch
                 return self._unfused(a, shift, maps, x)
         residual = x if self.shortcut else None
-        sums = torch.zeros(n, h, o) if self.emit_means and not _traced() else None
-        y = self.conv(a, shift=shift, cmap=cmap, smap=smap, residual=residual, row_sums=sums, **self.epilogue)
+        traced = _traced()
+        sums = torch.zeros(n, h, o) if self.emit_means and not traced else None
+        extra = {}
+        nxt = self.emit_spatial if not traced and not torch._C._is_torch_function_mode_enabled() else None
+        if nxt is not None:
+            smap_next = torch.empty(n, 1, h, w)
+            extra["next_spatial"] = (nxt.taps, nxt.bias, smap_next)
+        y = self.conv(a, shift=shift, cmap=cmap, smap=smap, residual=residual, row_sums=sums, **extra,
+                      **self.epilogue)
         if sums is not None:  # global means of y for the next unit's CachedGlobalMean (no second pass)
             setattr(y, MEANS_ATTR, (sums.sum(1) / (h * w)).view(n, o, 1, 1))
+        if nxt is not None:  # the next unit's spatial map of y, computed while y's rows were in cache
+            setattr(y, SMAP_ATTR, (nxt, smap_next))
         return y
 
     def _unfused(self, a, shift, maps, x):
@@ -360,7 +377,8 @@ def convert_model(model: nn.Module, threads: int | None = None) -> nn.Module:
 
 def _share_global_means(model: nn.Module) -> None:
     """Fused units whose output goes unchanged into the next fused unit hand it their output's channel means
-    (kernel row sums), and that unit's re-scaling branches take them (`CachedGlobalMean`). Two such hand-offs:
+    (kernel row sums), and that unit's re-scaling branches take them (`CachedGlobalMean`); the kernel call also
+    computes that unit's spatial map of the output (`BitpackSpatialRescale` takes it, no second pass). Two such hand-offs:
     unit1 -> unit2 inside a `BinaryResBlock` whose middle activation is fused, and unit2 -> the next block's
     unit1 in a Sequential body when the block has no block skip. Anywhere else an op (a skip add, an in-place
     activation) may stand between the kernel's output and the pooling, and the branch pools as before."""
@@ -375,6 +393,9 @@ def _share_global_means(model: nn.Module) -> None:
     for src, dst in pairs:
         if not (isinstance(src, FusedBinaryUnit) and isinstance(dst, FusedBinaryUnit)):
             continue
+        spatial = [r for r in dst.rescalers if isinstance(r, BitpackSpatialRescale)]
+        if spatial and spatial[0].taps.shape[-1] == src.conv.out_channels:
+            src.emit_spatial = spatial[0]
         pools = 0
         for branch in [dst.shift_rescale, *dst.rescalers]:
             if branch is None:

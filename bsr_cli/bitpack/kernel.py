@@ -145,6 +145,7 @@ def binary_conv(
     residual: torch.Tensor | None = None,
     post_slope: torch.Tensor | None = None,
     row_sums: torch.Tensor | None = None,
+    next_spatial: tuple | None = None,
     threads: int | None = None,
     isa: int | None = None,
 ) -> torch.Tensor:
@@ -155,6 +156,10 @@ def binary_conv(
       y = prelu(y, slope) + post_bias;  y += residual (N,O,H,W);  y = prelu(y, post_slope).
     `row_sums`: a zeroed (N, H, O) float32 tensor that receives, per output row, the sum over w of the output
     (the epilogue adds each chunk while it is in cache; the next unit's global means need no pass over memory).
+    `next_spatial`: (taps, bias, out) -- the next unit's spatial re-scaling map sigmoid(bias + conv(output, taps))
+    of this call's OUTPUT, taps a contiguous float32 (K, K, O) tensor and out a contiguous float32 (N, 1, H, W)
+    tensor it fills; computed row by row one row behind the epilogue, while those rows are still in cache (the same
+    routine and order as `spatial_map`, so the same floats).
     Returns (N, O, H, W) float32 channels-last. `isa`: 0 portable C, 1 AVX2, 2 AVX-512 VPOPCNTDQ, 3 AMX-INT8 (the
     +-1 dots as int8 tile matmuls, exact), -1 the best this CPU has; None (default): what BSR_BITPACK_ISA forces, else -1. A level the CPU lacks raises ValueError.
     """
@@ -189,11 +194,19 @@ def binary_conv(
     if row_sums is not None and (row_sums.shape != (n, h, o) or row_sums.dtype != torch.float32
                                  or not row_sums.is_contiguous()):
         raise ValueError(f"bitpack: row_sums must be a contiguous float32 {(n, h, o)} tensor")
+    tail = () if row_sums is None and next_spatial is None else (_addr(row_sums),)
+    if next_spatial is not None:
+        taps, sbias, smap_out = next_spatial
+        ks = taps.shape[0]
+        if (taps.shape != (ks, ks, o) or ks % 2 == 0 or taps.dtype != torch.float32 or not taps.is_contiguous()
+                or smap_out.shape != (n, 1, h, w) or smap_out.dtype != torch.float32 or not smap_out.is_contiguous()):
+            raise ValueError("bitpack: next_spatial must be ((K, K, O) float32 taps, bias, (N, 1, H, W) float32 out)")
+        tail += (taps.data_ptr(), ks, float(sbias), smap_out.data_ptr())
     k.conv(
         x.data_ptr(), _addr(shift), shift_stride, wbits.data_ptr(), n, h, w, c, o, op, kernel_size,
         scale.data_ptr(), bias.data_ptr(), _addr(smap), _addr(cmap), _addr(scale2), _addr(bias2), _addr(slope),
         _addr(post_bias), _addr(residual), _addr(post_slope), out.data_ptr(), int(threads or default_threads()),
-        _isa(isa), *(() if row_sums is None else (_addr(row_sums),)),
+        _isa(isa), *tail,
     )
     return out
 
