@@ -136,7 +136,7 @@ def test_isa_forced_by_environment(monkeypatch):
     """BSR_BITPACK_ISA names a path (read once at import into FORCED_ISA); calls without isa= use it, an explicit
     isa= wins, a level the CPU lacks makes bitpack unavailable with a one-line reason, a bad name too."""
     assert kernel._isa_from_env(None) == kernel._isa_from_env("") == kernel._isa_from_env("auto") == -1
-    assert [kernel._isa_from_env(v) for v in ("generic", "AVX2", " avx512 ")] == [0, 1, 2]
+    assert [kernel._isa_from_env(v) for v in ("generic", "AVX2", " avx512 ", "amx")] == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="expected one of"):
         kernel._isa_from_env("sse4")
     calls = []
@@ -147,7 +147,7 @@ def test_isa_forced_by_environment(monkeypatch):
             return getattr(real, name)
 
         def conv(self, *args):
-            calls.append(args[-1])
+            calls.append(args[23])  # the ISA level (optional arguments follow it)
             return real.conv(*args)
 
     monkeypatch.setattr(kernel, "_kernel", Spy())
@@ -396,3 +396,20 @@ def test_fused_units_hand_the_next_unit_their_channel_means():
     feat = torch.randn(1, 64, 37, 53).contiguous(memory_format=torch.channels_last)
     y = kernel.binary_conv(feat, conv.wbits, 64, 3, conv.scale, conv.bias, row_sums=rows, threads=1)
     assert torch.allclose(rows.sum(1), y.sum((2, 3)), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.skipif(not ok or kernel.best_isa() < 3, reason="no AMX-INT8 path on this CPU")
+def test_amx_tiles_made_once_per_layer():
+    """The AMX path's weight tiles made once (amx_weight_tiles, kept by BitpackConv2d) give the same output as
+    tiles made inside the call; tiles of other weights' shape are refused."""
+    g = torch.Generator().manual_seed(5)
+    x, wt = torch.randn(1, 40, 11, 19, generator=g), torch.randn(24, 40, 3, 3, generator=g)
+    wbits, _ = kernel.pack_weight_signs(wt)
+    tiles = kernel.amx_weight_tiles(wbits, 40, 24)
+    assert tiles.numel() == 9 * 1 * 2 * 1024 and tiles.data_ptr() % 64 == 0
+    args = (x, wbits, 24, 3, torch.rand(24, generator=g), torch.randn(24, generator=g))
+    ref = kernel.binary_conv(*args, isa=2, threads=2)
+    assert torch.equal(kernel.binary_conv(*args, isa=3, threads=2, amx_tiles=tiles), ref)
+    assert torch.equal(kernel.binary_conv(*args, isa=3, threads=2), ref)
+    with pytest.raises(ValueError, match="amx_tiles"):
+        kernel.binary_conv(*args, isa=3, amx_tiles=tiles[:1024])

@@ -1135,14 +1135,14 @@ static int parse_isa(int isa)
 static PyObject *py_conv(PyObject *self, PyObject *args)
 {
     unsigned long long x, shift, wbits, scale, bias, smap, cmap, scale2, bias2, slope, post_bias, res, post_slope, out;
-    unsigned long long rowsum = 0, sk = 0, smap_next = 0;
+    unsigned long long rowsum = 0, sk = 0, smap_next = 0, wtiles_given = 0;
     long long shift_stride, N, H, W, C, O, OP, K, sK = 0;
     double sb = 0.0;
     int threads, isa;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKLKLLLLLLLKKKKKKKKKKKii|KKLdK", &x, &shift, &shift_stride, &wbits, &N, &H, &W, &C, &O,
-                          &OP, &K, &scale, &bias, &smap, &cmap, &scale2, &bias2, &slope, &post_bias, &res,
-                          &post_slope, &out, &threads, &isa, &rowsum, &sk, &sK, &sb, &smap_next))
+    if (!PyArg_ParseTuple(args, "KKLKLLLLLLLKKKKKKKKKKKii|KKLdKK", &x, &shift, &shift_stride, &wbits, &N, &H, &W, &C,
+                          &O, &OP, &K, &scale, &bias, &smap, &cmap, &scale2, &bias2, &slope, &post_bias, &res,
+                          &post_slope, &out, &threads, &isa, &rowsum, &sk, &sK, &sb, &smap_next, &wtiles_given))
         return NULL;
     if (sk && (!smap_next || sK <= 0 || sK % 2 == 0)) {
         PyErr_SetString(PyExc_ValueError, "bitpack conv: bad next-unit spatial map arguments");
@@ -1169,15 +1169,19 @@ static PyObject *py_conv(PyObject *self, PyObject *args)
             avx2_weight_planes(&a, a.wplanes);
     }
 #ifdef HAVE_AMX
-    if (isa == ISA_AMX) {
+    if (isa == ISA_AMX) {   /* the caller's tiles (amx_tiles, made once per layer), else made for this call */
         a.OT = (O + 15) / 16;
-        wtiles = aligned_alloc(64, (size_t)(K * K * a.CW * a.OT * 1024));
-        if (wtiles)
-            amx_weight_tiles(&a, wtiles);
-        a.wtiles = wtiles;
+        if (wtiles_given) {
+            a.wtiles = PTR(wtiles_given);
+        } else {
+            wtiles = aligned_alloc(64, (size_t)(K * K * a.CW * a.OT * 1024));
+            if (wtiles)
+                amx_weight_tiles(&a, wtiles);
+            a.wtiles = wtiles;
+        }
     }
 #endif
-    if (!ones || !zeros || (isa == ISA_AVX2 && !a.wplanes) || (isa == ISA_AMX && !wtiles)) {
+    if (!ones || !zeros || (isa == ISA_AVX2 && !a.wplanes) || (isa == ISA_AMX && !a.wtiles)) {
         free(ones), free(zeros), free(a.wplanes), free(wtiles);
         return PyErr_NoMemory();
     }
@@ -1191,6 +1195,32 @@ static PyObject *py_conv(PyObject *self, PyObject *args)
     if (rc < 0)
         return PyErr_NoMemory();
     Py_RETURN_NONE;
+}
+
+/* amx_tiles(wbits, C, O, OP, K, out): the AMX path's weight tiles of packed weights, into out (64-byte aligned,
+ * K * K * ceil(C / 64) * ceil(O / 16) * 1024 bytes), made once per layer and passed to conv; False where this build
+ * has no AMX path. */
+static PyObject *py_amx_tiles(PyObject *self, PyObject *args)
+{
+    unsigned long long wbits, out;
+    long long C, O, OP, K;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KLLLLK", &wbits, &C, &O, &OP, &K, &out))
+        return NULL;
+    if (!wbits || !out || C <= 0 || O <= 0 || OP < O || K <= 0 || (out & 63)) {
+        PyErr_SetString(PyExc_ValueError, "bitpack amx_tiles: bad arguments");
+        return NULL;
+    }
+#ifdef HAVE_AMX
+    conv_args a;
+    memset(&a, 0, sizeof a);
+    a.wbits = PTR(wbits), a.C = C, a.CW = (C + 63) / 64, a.O = O, a.OP = OP, a.K = K, a.OT = (O + 15) / 16;
+    amx_weight_tiles(&a, PTR(out));
+    Py_RETURN_TRUE;
+#else
+    (void)C;
+    Py_RETURN_FALSE;
+#endif
 }
 
 /* pack(x, shift, shift_stride, N, H, W, C, out, isa): sign-pack an NHWC float map into out[N, H, W, ceil(C/64)]. */
@@ -1292,6 +1322,7 @@ static PyObject *py_openmp(PyObject *self, PyObject *noargs)
 static PyMethodDef methods[] = {
     {"conv", py_conv, METH_VARARGS, "Fused sign-pack + XNOR-popcount conv + FP epilogue (addresses, see _kernel.c)."},
     {"pack", py_pack, METH_VARARGS, "Sign-pack an NHWC float map, 64 channels per uint64 word."},
+    {"amx_tiles", py_amx_tiles, METH_VARARGS, "The AMX path's int8 weight tiles of packed weights (once per layer)."},
     {"spatial", py_spatial, METH_VARARGS, "Spatial re-scaling map sigmoid(b + KxK conv C -> 1) of an NHWC float map."},
     {"best_isa", py_best_isa, METH_NOARGS, "Best ISA level on this CPU: 3 AMX-INT8, 2 AVX-512 VPOPCNTDQ, 1 AVX2, 0 portable C."},
     {"core_ghz", py_core_ghz, METH_VARARGS, "Core clock (GHz) from a timed chain of dependent adds."},

@@ -69,6 +69,7 @@ class BitpackConv2d(nn.Module):
         self.register_buffer("bias", bias.contiguous())
         self.register_buffer("shift", shift)  # None: no threshold
         self.register_buffer("wsign", torch.where(wb < 0, -1, 1).to(torch.int8), persistent=False)
+        self.amx_tiles = kernel.amx_weight_tiles(wbits, self.in_channels, self.out_channels)  # None without AMX
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, xnor-popcount"
@@ -81,7 +82,7 @@ class BitpackConv2d(nn.Module):
             return self._torch_forward(x, shift, **epilogue)
         return kernel.binary_conv(
             x, self.wbits, self.out_channels, self.kernel_size, self.scale, self.bias, shift=shift,
-            threads=self.threads, **epilogue,
+            threads=self.threads, amx_tiles=self.amx_tiles, **epilogue,
         )
 
 

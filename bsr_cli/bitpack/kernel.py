@@ -98,6 +98,21 @@ def pack_weight_signs(weight: torch.Tensor) -> tuple[torch.Tensor, int]:
     return _aligned64(words), op
 
 
+def amx_weight_tiles(wbits: torch.Tensor, in_channels: int, out_channels: int) -> torch.Tensor | None:
+    """The AMX-INT8 path's weight tiles (int8 +-1 in TDPBSSD's VNNI layout) of packed weights, made once per layer so
+    that `binary_conv(..., amx_tiles=...)` does not rebuild them on every call; None where this CPU/build has no
+    AMX path."""
+    k = require_kernel()
+    if k.best_isa() < 3:
+        return None
+    ks, op = wbits.shape[0], wbits.shape[-1]
+    n = ks * ks * ((in_channels + 63) // 64) * ((out_channels + 15) // 16) * 1024
+    tiles = _aligned64(torch.zeros(n, dtype=torch.int8))
+    if not k.amx_tiles(wbits.data_ptr(), in_channels, out_channels, op, ks, tiles.data_ptr()):
+        return None
+    return tiles
+
+
 def _aligned64(t: torch.Tensor) -> torch.Tensor:
     """A contiguous copy of `t` whose data starts on a 64-byte boundary: the kernel's 512-bit weight loads
     then never straddle two cache lines (measured ~20% faster popcount loop than 16-byte-aligned words)."""
@@ -146,6 +161,7 @@ def binary_conv(
     post_slope: torch.Tensor | None = None,
     row_sums: torch.Tensor | None = None,
     next_spatial: tuple | None = None,
+    amx_tiles: torch.Tensor | None = None,
     threads: int | None = None,
     isa: int | None = None,
 ) -> torch.Tensor:
@@ -159,7 +175,8 @@ def binary_conv(
     `next_spatial`: (taps, bias, out) -- the next unit's spatial re-scaling map sigmoid(bias + conv(output, taps))
     of this call's OUTPUT, taps a contiguous float32 (K, K, O) tensor and out a contiguous float32 (N, 1, H, W)
     tensor it fills; computed row by row one row behind the epilogue, while those rows are still in cache (the same
-    routine and order as `spatial_map`, so the same floats).
+    routine and order as `spatial_map`, so the same floats). `amx_tiles`: `amx_weight_tiles(wbits, ...)` of these
+    weights, used when the AMX path runs (else made for the call).
     Returns (N, O, H, W) float32 channels-last. `isa`: 0 portable C, 1 AVX2, 2 AVX-512 VPOPCNTDQ, 3 AMX-INT8 (the
     +-1 dots as int8 tile matmuls, exact), -1 the best this CPU has; None (default): what BSR_BITPACK_ISA forces, else -1. A level the CPU lacks raises ValueError.
     """
@@ -194,14 +211,19 @@ def binary_conv(
     if row_sums is not None and (row_sums.shape != (n, h, o) or row_sums.dtype != torch.float32
                                  or not row_sums.is_contiguous()):
         raise ValueError(f"bitpack: row_sums must be a contiguous float32 {(n, h, o)} tensor")
-    tail = () if row_sums is None and next_spatial is None else (_addr(row_sums),)
+    tail = [_addr(row_sums), 0, 0, 0.0, 0, 0]  # row sums, next unit's spatial map (taps, K, bias, out), AMX tiles
     if next_spatial is not None:
         taps, sbias, smap_out = next_spatial
         ks = taps.shape[0]
         if (taps.shape != (ks, ks, o) or ks % 2 == 0 or taps.dtype != torch.float32 or not taps.is_contiguous()
                 or smap_out.shape != (n, 1, h, w) or smap_out.dtype != torch.float32 or not smap_out.is_contiguous()):
             raise ValueError("bitpack: next_spatial must be ((K, K, O) float32 taps, bias, (N, 1, H, W) float32 out)")
-        tail += (taps.data_ptr(), ks, float(sbias), smap_out.data_ptr())
+        tail[1:5] = [taps.data_ptr(), ks, float(sbias), smap_out.data_ptr()]
+    if amx_tiles is not None:
+        need = kernel_size * kernel_size * ((c + 63) // 64) * ((o + 15) // 16) * 1024
+        if amx_tiles.dtype != torch.int8 or amx_tiles.numel() != need or amx_tiles.data_ptr() % 64:
+            raise ValueError("bitpack: amx_tiles do not fit these weights (use amx_weight_tiles)")
+        tail[5] = amx_tiles.data_ptr()
     k.conv(
         x.data_ptr(), _addr(shift), shift_stride, wbits.data_ptr(), n, h, w, c, o, op, kernel_size,
         scale.data_ptr(), bias.data_ptr(), _addr(smap), _addr(cmap), _addr(scale2), _addr(bias2), _addr(slope),
