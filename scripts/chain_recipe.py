@@ -13,6 +13,11 @@ so metrics measured on NEW stay valid. Writes OUT (default: NEW, replaced atomic
 
 copies CKPT's recipe (with its chain) into the training state of the same run, which a state saved by an
 older bsr lacks, so that a stage started from STATE later chains it.
+
+    python scripts/chain_recipe.py CKPT --time-budget-s SECONDS [-o OUT]
+
+records the wall-time budget of CKPT's newest stage (its run's `--time-budget`, printed in its train.log), for
+stages trained before the recipe recorded `time_budget_s`.
 """
 from __future__ import annotations
 
@@ -42,8 +47,10 @@ def main(argv=None) -> int:
     try:
         if args.into_state:
             return into_state(args.new, args.into_state)
+        if args.previous is None and args.time_budget_s:   # a first stage trained before recipes recorded it
+            return set_time_budget(args.new, args.output or args.new, args.time_budget_s)
         if args.previous is None:
-            raise BsrError("pass --previous OLD.safetensors or --into-state STATE")
+            raise BsrError("pass --previous OLD.safetensors, --into-state STATE or --time-budget-s")
         new, old = read_metadata(args.new), read_metadata(args.previous)
         rec = dict(new["training"])
         if "previous_stage" in rec:
@@ -65,6 +72,17 @@ def main(argv=None) -> int:
         return 2
     print(f"{out}: {rec['iterations']} iterations after {rec['total_iterations'] - rec['iterations']} "
           f"(total {rec['total_iterations']}, {rec['total_hours']} h)")
+    return 0
+
+
+def set_time_budget(new: Path, out: Path, seconds: float) -> int:
+    """Record the newest stage's wall-time budget (`--time-budget`, from its run's train.log) in NEW's recipe."""
+    rec = dict(read_metadata(new)["training"])
+    rec["time_budget_s"] = seconds
+    if out != new:
+        out.write_bytes(new.read_bytes())
+    _rewrite(out, "training", json.dumps(rec))
+    print(f"{out}: stage of {rec['iterations']} iterations recorded with time_budget_s {seconds}")
     return 0
 
 
