@@ -181,3 +181,23 @@ def test_latency_split_times_a_nested_conv_once(monkeypatch):
         timer.close()
     assert timer.kind_s == {"binary-conv": 0.0, "float-conv": 2.0}  # 1 tick per call, inner conv not re-counted
     assert timer._depth == 0 and not timer._start
+
+
+@pytest.mark.parametrize("name", ["e2fif", "ebsr-light", "scales", "bbcu-l", "abnn-both-spatial-se", "fsrcnn"])
+def test_affine_counts_equal_the_full_trace(name):
+    """The fast path (three small real traces, counts = a * h * w + b) gives exactly the full-size trace's counts
+    at an odd size, per part and key; SwinIR (pads its input to window multiples) is not fitted."""
+    import copy
+
+    import torch
+
+    from bsr_cli import profiling
+    from bsr_cli.models import create_model
+
+    model = create_model(name, 4)
+    fast = profiling._affine_trace(model, 131, 97, "flops")
+    full = profiling._trace(copy.deepcopy(model).to("meta"), 131, 97, torch.device("meta"), "flops")
+    assert fast is not None
+    for part in set(fast) | set(full):
+        assert dict(fast[part]) == dict(full[part]), part
+    assert profiling._affine_trace(create_model("bibert-swinir", 4), 64, 48, "flops") is None

@@ -183,6 +183,8 @@ class SwinBody(nn.Module):
 class SwinIRNet(SRNet):
     """SRNet with SwinIR's pad-to-window-multiple (reflect) and crop."""
 
+    pads_input = True  # its costs follow the padded size, not h * w (bsr_cli.profiling counts it at full size)
+
     def __init__(self, scale, head, body, upsampler, tail, window: int):
         super().__init__(scale, head, body, upsampler, tail, mean_shift=True, global_skip=True)
         self.window = window
