@@ -330,7 +330,7 @@ def test_next_unit_spatial_map_computed_in_kernel_call(isa, monkeypatch):
     """A fused unit whose output goes straight into the next unit computes that unit's spatial map (EBSR Eq. 5) in
     its own kernel call, rows one behind the epilogue: the same floats as the separate pass, bit for bit, across
     band borders (2 threads, 37 rows), with random non-zero map weights; 31 of ebsr-light's 32 maps move."""
-    from bsr_cli.bitpack.backend import FusedBinaryUnit, convert_model
+    from bsr_cli.bitpack.backend import BitpackSpatialRescale, FusedBinaryUnit, convert_model
 
     monkeypatch.setattr(kernel, "FORCED_ISA", isa)
     torch.manual_seed(0)
@@ -341,7 +341,9 @@ def test_next_unit_spatial_map_computed_in_kernel_call(isa, monkeypatch):
     fast = convert_model(model, threads=2)
     units = [m for m in fast.modules() if isinstance(m, FusedBinaryUnit)]
     linked = [u.emit_spatial for u in units]
-    assert sum(s is not None for s in linked) == 31
+    assert sum(bool(s) for s in linked) == 31
+    names = [n for n, m in fast.named_modules(remove_duplicate=False) if isinstance(m, BitpackSpatialRescale)]
+    assert len(names) == 32  # each map module has one place in the tree (the link is not a second child)
     calls = []
     real = kernel.spatial_map
     monkeypatch.setattr(kernel, "spatial_map", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -350,7 +352,7 @@ def test_next_unit_spatial_map_computed_in_kernel_call(isa, monkeypatch):
         fused = fast(x)
         n_fused = len(calls)
         for u in units:
-            u.emit_spatial = None
+            u.emit_spatial = ()
         separate = fast(x)
     assert (n_fused, len(calls) - n_fused) == (1, 32)
     assert torch.equal(fused, separate)

@@ -255,9 +255,10 @@ class FusedBinaryUnit(nn.Module):
         self.epilogue = {"scale2": scale2, "bias2": bias2, "slope": slope, "post_bias": post_bias}
         self.epilogue = {k: v.float().contiguous() for k, v in self.epilogue.items() if v is not None}
         # set by convert_model when the output reaches the next unit unchanged and a branch there pools it, and
-        # to that unit's BitpackSpatialRescale when it has one (its map is then computed in this kernel call)
+        # to (that unit's BitpackSpatialRescale,) when it has one (its map is then computed in this kernel call;
+        # a tuple, so that the module is not registered a second time as a child of this one)
         self.emit_means = False
-        self.emit_spatial: nn.Module | None = None
+        self.emit_spatial: tuple = ()
 
     @staticmethod
     def fusable(unit: nn.Module) -> bool:
@@ -305,7 +306,8 @@ class FusedBinaryUnit(nn.Module):
         traced = _traced()
         sums = torch.zeros(n, h, o) if self.emit_means and not traced else None
         extra = {}
-        nxt = self.emit_spatial if not traced and not torch._C._is_torch_function_mode_enabled() else None
+        nxt = (self.emit_spatial[0] if self.emit_spatial and not traced
+               and not torch._C._is_torch_function_mode_enabled() else None)
         if nxt is not None:
             smap_next = torch.empty(n, 1, h, w)
             extra["next_spatial"] = (nxt.taps, nxt.bias, smap_next)
@@ -396,7 +398,7 @@ def _share_global_means(model: nn.Module) -> None:
             continue
         spatial = [r for r in dst.rescalers if isinstance(r, BitpackSpatialRescale)]
         if spatial and spatial[0].taps.shape[-1] == src.conv.out_channels:
-            src.emit_spatial = spatial[0]
+            src.emit_spatial = (spatial[0],)
         pools = 0
         for branch in [dst.shift_rescale, *dst.rescalers]:
             if branch is None:
