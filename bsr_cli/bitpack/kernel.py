@@ -136,6 +136,10 @@ def _addr(t: torch.Tensor | None) -> int:
 def _vec(t: torch.Tensor | None, n: int, name: str) -> torch.Tensor | None:
     if t is None:
         return None
+    if t.dtype is torch.float32 and t.dim() == 1 and t.is_contiguous() and not t.requires_grad:
+        if t.shape[0] != n:  # the fused units' own vectors: as they are (the copies below cost ~7 us each)
+            raise ValueError(f"{name}: expected {n} values, got {t.shape[0]}")
+        return t
     t = t.detach().to(torch.float32).reshape(-1).contiguous()
     if t.numel() != n:
         raise ValueError(f"{name}: expected {n} values, got {t.numel()}")
@@ -200,9 +204,11 @@ def binary_conv(
         raise ValueError("bitpack: scale2 and bias2 go together")
     slope, post_bias, post_slope = _vec(slope, o, "slope"), _vec(post_bias, o, "post_bias"), _vec(post_slope, o, "post_slope")
     if smap is not None:
-        smap = smap.detach().to(torch.float32).expand(n, 1, h, w).contiguous()
+        if not (smap.dtype is torch.float32 and smap.shape == (n, 1, h, w) and smap.is_contiguous()):
+            smap = smap.detach().to(torch.float32).expand(n, 1, h, w).contiguous()
     if cmap is not None:
-        cmap = cmap.detach().to(torch.float32).expand(n, o, 1, 1).contiguous()
+        if not (cmap.dtype is torch.float32 and cmap.shape == (n, o, 1, 1) and cmap.is_contiguous()):
+            cmap = cmap.detach().to(torch.float32).expand(n, o, 1, 1).contiguous()
     if residual is not None:
         if residual.shape != (n, o, h, w):
             raise ValueError(f"bitpack: residual {tuple(residual.shape)} != output {(n, o, h, w)}")
