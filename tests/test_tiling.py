@@ -182,3 +182,19 @@ def test_upscale_streams_when_the_image_does_not_fit(tmp_path, monkeypatch, caps
     a = np.asarray(Image.open(tmp_path / "whole.png")).astype(int)
     b = np.asarray(Image.open(tmp_path / "split.png")).astype(int)
     assert np.abs(a - b).max() <= 1
+
+
+def test_quantize_equals_numpy_rounding():
+    """tiling.quantize (torch float32 clamp/mul/round) gives exactly NumPy's clip/scale/round-half-even, ties and
+    out-of-range values included, for uint8 and uint16; float outputs are only clipped."""
+    import numpy as np
+
+    from bsr_cli import tiling
+
+    x = np.random.default_rng(0).random((3, 64, 80), dtype=np.float32) * 1.2 - 0.1
+    x[0, 0, :80] = (np.arange(80, dtype=np.float32) + 0.5) / 255  # exact .5 ties at 8 bits
+    for dtype in (np.uint8, np.uint16):
+        ref = np.round(np.clip(x, 0.0, 1.0) * float(np.iinfo(dtype).max)).astype(dtype)
+        assert np.array_equal(tiling.quantize(x, dtype), ref)
+    assert np.array_equal(tiling.quantize(x[:, ::2], np.uint8), np.round(np.clip(x[:, ::2], 0, 1) * 255.0).astype(np.uint8))
+    assert tiling.quantize(x, np.float32).max() == 1.0
