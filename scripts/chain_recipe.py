@@ -14,9 +14,9 @@ so metrics measured on NEW stay valid. Writes OUT (default: NEW, replaced atomic
 copies CKPT's recipe (with its chain) into the training state of the same run, which a state saved by an
 older bsr lacks, so that a stage started from STATE later chains it.
 
-    python scripts/chain_recipe.py CKPT --time-budget-s SECONDS [-o OUT]
+    python scripts/chain_recipe.py CKPT --time-budget-s SECONDS [--stage N] [-o OUT]
 
-records the wall-time budget of CKPT's newest stage (its run's `--time-budget`, printed in its train.log), for
+records the wall-time budget of CKPT's newest stage (or the N-th before it) (its run's `--time-budget`, printed in its train.log), for
 stages trained before the recipe recorded `time_budget_s`.
 """
 from __future__ import annotations
@@ -43,12 +43,14 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--output", type=Path)
     ap.add_argument("--time-budget-s", type=float, help="the run's --time-budget in seconds (its state's config), "
                     "recorded as the stage's budget")
+    ap.add_argument("--stage", type=int, default=0, help="with --time-budget-s alone: which stage, 0 = the newest, "
+                    "1 = the one before it, ...")
     args = ap.parse_args(argv)
     try:
         if args.into_state:
             return into_state(args.new, args.into_state)
         if args.previous is None and args.time_budget_s:   # a first stage trained before recipes recorded it
-            return set_time_budget(args.new, args.output or args.new, args.time_budget_s)
+            return set_time_budget(args.new, args.output or args.new, args.time_budget_s, args.stage)
         if args.previous is None:
             raise BsrError("pass --previous OLD.safetensors, --into-state STATE or --time-budget-s")
         new, old = read_metadata(args.new), read_metadata(args.previous)
@@ -75,14 +77,20 @@ def main(argv=None) -> int:
     return 0
 
 
-def set_time_budget(new: Path, out: Path, seconds: float) -> int:
-    """Record the newest stage's wall-time budget (`--time-budget`, from its run's train.log) in NEW's recipe."""
-    rec = dict(read_metadata(new)["training"])
-    rec["time_budget_s"] = seconds
+def set_time_budget(new: Path, out: Path, seconds: float, stage: int = 0) -> int:
+    """Record a stage's wall-time budget (`--time-budget`, from its run's train.log) in NEW's recipe: stage 0 is
+    the newest, 1 its `previous_stage`, and so on."""
+    rec = read_metadata(new)["training"]
+    target = rec
+    for _ in range(stage):
+        target = target.get("previous_stage")
+        if not isinstance(target, dict):
+            raise BsrError(f"{new} has no stage {stage}")
+    target["time_budget_s"] = seconds
     if out != new:
         out.write_bytes(new.read_bytes())
     _rewrite(out, "training", json.dumps(rec))
-    print(f"{out}: stage of {rec['iterations']} iterations recorded with time_budget_s {seconds}")
+    print(f"{out}: stage of {target['iterations']} iterations recorded with time_budget_s {seconds}")
     return 0
 
 
