@@ -1,22 +1,16 @@
 """benchmarks/isa_bounds.py: the bound's ingredients on a known network, and one tiny run over every ISA path."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 from bsr_cli.bitpack import kernel
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "isa_bounds.py"
-
 
 def _mod():
-    spec = importlib.util.spec_from_file_location("isa_bounds_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("isa_bounds")
 
 
 def test_binary_tap_words_of_e2fif():

@@ -3,18 +3,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pareto.py"
+from conftest import load_benchmark
 
 
 def _pareto():
-    spec = importlib.util.spec_from_file_location("pareto_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("pareto")
 
 
 def test_front_on_made_up_points():
