@@ -358,6 +358,59 @@ def test_next_unit_spatial_map_computed_in_kernel_call(isa, monkeypatch):
     assert torch.equal(fused, separate)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("c,o,k1,k2", [(64, 64, 3, 3), (40, 40, 3, 1), (64, 256, 1, 3), (100, 70, 3, 3)])
+def test_packed_handoff_bit_identical(isa, c, o, k1, k2):
+    """A call that packs its output for the next conv (pack_next, sign(y + shift2) right after the epilogue) and the
+    next call that takes those rows (packed_input, no packing pass) give exactly the outputs of two plain calls, on
+    every path, across band borders (2 threads, 37 rows) and partial words (C = 40, 70, 100)."""
+    g = torch.Generator().manual_seed(c + o + k2)
+    x = torch.randn(2, c, 37, 23, generator=g)
+    w1, w2 = torch.randn(o, c, k1, k1, generator=g), torch.randn(o, o, k2, k2, generator=g)
+    (b1, _), (b2, _) = kernel.pack_weight_signs(w1), kernel.pack_weight_signs(w2)
+    sc, bias, shift2 = torch.rand(o, generator=g) + 0.5, torch.randn(o, generator=g), 0.1 * torch.randn(o, generator=g)
+    for threads in (1, 2):
+        y = kernel.binary_conv(x, b1, o, k1, sc, bias, isa=isa, threads=threads)
+        z = kernel.binary_conv(y, b2, o, k2, sc, bias, shift=shift2, residual=y, isa=isa, threads=threads)
+        rows = kernel.PackedRows(2, 37, 23, o, isa=isa)
+        y2 = kernel.binary_conv(x, b1, o, k1, sc, bias, isa=isa, threads=threads, pack_next=(shift2, rows))
+        z2 = kernel.binary_conv(y2, b2, o, k2, sc, bias, shift=shift2, residual=y2, isa=isa, threads=threads,
+                                packed_input=rows)
+        assert torch.equal(y2, y) and torch.equal(z2, z)
+    with pytest.raises(ValueError, match="packed rows"):  # rows of another shape or path are refused
+        kernel.binary_conv(y, b2, o, k2, sc, bias, isa=isa, packed_input=kernel.PackedRows(2, 36, 23, o, isa=isa))
+
+
+@pytest.mark.parametrize("name, links", [("e2fif", 31), ("bbcu-l", 31), ("ebsr-light", 0)])
+def test_units_with_fixed_thresholds_hand_on_packed_rows(name, links, monkeypatch):
+    """Consecutive fused units whose next threshold is fixed (E2FIF's sign, BBCU's learned per-channel beta) keep
+    the activations packed between calls: 31 of 32 calls skip packing; EBSR's threshold comes from its input, so it
+    packs as before. Outputs are bit-identical to the unlinked network."""
+    import copy
+
+    from bsr_cli.bitpack.backend import FusedBinaryUnit, convert_model
+
+    torch.manual_seed(0)
+    ref = create_model(name, 4).eval()
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    fast = convert_model(ref, threads=2)
+    slow = copy.deepcopy(fast)
+    for unit in slow.modules():
+        if isinstance(unit, FusedBinaryUnit):
+            unit.emit_packed = ()
+    assert sum(bool(u.emit_packed) for u in fast.modules() if isinstance(u, FusedBinaryUnit)) == links
+    given = []
+    real = kernel.binary_conv
+    monkeypatch.setattr(kernel, "binary_conv", lambda *a, **k: given.append(k.get("packed_input")) or real(*a, **k))
+    x = torch.rand(1, 3, 37, 29, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = fast(x)
+        assert sum(p is not None for p in given) == links
+        assert torch.equal(a, slow(x))
+
+
 @pytest.mark.parametrize("name, binary, on_kernel, matmuls", [
     ("srresnet-fp", 0, 0, 0), ("ma2019-bwn", 32, 0, 0), ("e2fif", 32, 32, 0), ("bbcu-m", 35, 35, 0),
     ("ebsr", 64, 64, 0), ("bibert-swinir", 100, 100, 48), ("scales-swinir", 100, 100, 48),

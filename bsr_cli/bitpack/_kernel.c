@@ -78,6 +78,9 @@ typedef struct {
     int64_t sK;              /*   kernel [sK, sK, O], bias sb, into smap_next [N, H, W] (see run_conv) */
     float sb;
     float *smap_next;
+    const uint64_t *bits_in; /* or NULL: x already packed, rows 0 .. N*H-1 in this path's packed-row format (skip packing) */
+    uint64_t *bits_out;      /* or NULL: the NEXT unit's packed input, sign(out + shift_out), written row by row */
+    const float *shift_out;  /*   right after the epilogue (the next call's bits_in; see run_conv) */
 } conv_args;
 
 typedef void (*spatial_row_fn)(const float *, const float *, float, int64_t, int64_t, int64_t, int64_t, int64_t,
@@ -616,6 +619,26 @@ static void pack_row_amx(const conv_args *a, int64_t row)
     }
 }
 
+/* The same int8 row from packed bit words (bits_in: a previous call packed this map, see run_conv): 8 bytes read
+ * per pixel and 64-channel block instead of 256. */
+__attribute__((target(AMX_TARGET)))
+static void expand_row_amx(const conv_args *a, int64_t row)
+{
+    const int64_t p = a->K / 2, CW = a->CW, CB = CW * 64;
+    const uint64_t *src = a->bits_in + row * a->W * CW;
+    int8_t *dst = (int8_t *)a->abits + (row - a->prow0) * amx_row_bytes(a);
+    const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1);
+    memset(dst, 0, (size_t)(p * CB));
+    memset(dst + (p + a->W) * CB, 0, (size_t)((p + AMX_PX) * CB));
+    for (int64_t w = 0; w < a->W; w++)
+        for (int64_t cb = 0; cb < CW; cb++) {
+            const int64_t left = a->C - cb * 64;
+            const __mmask64 valid = left >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << left) - 1;
+            _mm512_storeu_si512(dst + (p + w) * CB + cb * 64,
+                                _mm512_maskz_mov_epi8(valid, _mm512_mask_blend_epi8(src[w * CW + cb], plus, minus)));
+        }
+}
+
 /* Weight tiles in the VNNI layout TDPBSSD reads as B: wt[((tap * CW + cb) * OT + t) * 1024 + k4 * 64 + 4 j + r] is
  * the weight (+1 / -1) of output channel 16 t + j and input channel 64 cb + 4 k4 + r; 0 for padded channels. */
 static void amx_weight_tiles(const conv_args *a, int8_t *wt)
@@ -778,22 +801,39 @@ static void scratch_release(void)
  * each row just before its first use instead measured 3-6% slower at 1 thread. Returns -1 when out of memory. */
 #define ROW_BAND 16
 
+/* Packed-row hand-off (bits_in / bits_out): a unit whose output goes unchanged into the next binary conv, with that
+ * conv's threshold fixed (not computed from its input), packs each output row for the next call right after the
+ * row's epilogue, while the row is in cache; the next call then skips its packing pass over the FP map (it reads
+ * no FP input but its residual). The hand-off rows are bit words [N * H, W, CW] (their nibble planes on AVX2, what
+ * its popcounts read), the words pack_row makes from the FP map, so outputs are bit-identical. The AMX path expands
+ * them into its int8 rows band by band (int8 rows of the whole map measured 28 % slower: 8x the bytes, out of L2). */
+static int64_t handoff_row_words(int isa, int64_t W, int64_t C)
+{
+    return W * ((C + 63) / 64) * (isa == ISA_AVX2 ? 2 : 1);
+}
+
 static int run_conv(conv_args *a, int isa, int threads, const float *ones, const float *zeros)
 {
     void (*pack)(const conv_args *, int64_t) =
-        isa == ISA_AVX512 ? pack_row_avx512 : isa == ISA_AVX2 ? pack_planes_row_avx2 : pack_row_generic;
+        isa >= ISA_AVX512 ? pack_row_avx512 : isa == ISA_AVX2 ? pack_planes_row_avx2 : pack_row_generic;
+    void (*const handoff)(const conv_args *, int64_t) = pack;   /* bits_out rows */
     void (*row)(const conv_args *, int64_t, int64_t, int32_t *, int32_t *, const float *, const float *) =
         isa == ISA_AVX512 ? out_row_avx512 : isa == ISA_AVX2 ? out_row_avx2 : out_row_generic;
     const int64_t p = a->K / 2;
-    size_t row_words = (size_t)(a->W * a->CW * (isa == ISA_AVX2 ? 2 : 1));
+    size_t row_words = (size_t)handoff_row_words(isa, a->W, a->C);
     int64_t cmax = isa == ISA_GENERIC ? a->W : out_chunk(a) + p, extra = 0;
+    int scratch = !a->bits_in;   /* packed rows made per band (else read from bits_in as they are) */
 #ifdef HAVE_AMX
     if (isa == ISA_AMX) {   /* int8 rows 8x the size of bit rows: bands of 16 rows even at 1 thread (L2) */
-        pack = pack_row_amx, row = out_row_amx;
+        pack = a->bits_in ? expand_row_amx : pack_row_amx, row = out_row_amx, scratch = 1;
         row_words = (size_t)amx_row_bytes(a) / 8;
         cmax = AMX_PX, extra = AMX_PX * a->OT * 16;
     }
 #endif
+    /* the packer of the next unit's input: this call's output as its x, the next conv's threshold */
+    conv_args next = *a;
+    next.x = a->out, next.C = a->O, next.CW = (a->O + 63) / 64, next.shift = a->shift_out;
+    next.shift_stride = 0, next.abits = next.aplanes = a->bits_out, next.prow0 = 0;
     const int64_t band = threads > 1 || isa == ISA_AMX ? ROW_BAND : a->H, bands = (a->H + band - 1) / band;
     const spatial_row_fn srow = !a->sk ? NULL : isa >= ISA_AVX512 ? spatial_row_avx512
                               : isa == ISA_AVX2 ? spatial_row_avx2 : spatial_row_generic;
@@ -804,8 +844,10 @@ static int run_conv(conv_args *a, int isa, int threads, const float *ones, const
     (void)threads;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
-        /* per thread: the packed rows of one band plus p above and below, and the popcounts of one pixel chunk */
-        uint64_t *packed = scratch_get(sizeof(uint64_t) * row_words * (size_t)(band + 2 * p));
+        /* per thread: the packed rows of one band plus p above and below (none when they are given: bits_in), and
+         * the popcounts of one pixel chunk */
+        uint64_t *packed = !scratch ? (uint64_t *)a->bits_in
+                                    : scratch_get(sizeof(uint64_t) * row_words * (size_t)(band + 2 * p));
         int32_t *pc = malloc(sizeof(int32_t) * (size_t)(cmax * a->OP + cmax + extra));
         conv_args t = *a;
         failed = !packed || !pc;
@@ -823,11 +865,15 @@ static int run_conv(conv_args *a, int isa, int threads, const float *ones, const
                 const int64_t n = b / bands, h0 = (b % bands) * band;
                 const int64_t h1 = h0 + band < a->H ? h0 + band : a->H;
                 const int64_t r0 = h0 - p > 0 ? h0 - p : 0;      /* first input row the band reads */
-                t.prow0 = n * a->H + r0;
-                for (int64_t r = r0; r < h1 + p && r < a->H; r++)
-                    pack(&t, n * a->H + r);
+                if (scratch) {
+                    t.prow0 = n * a->H + r0;
+                    for (int64_t r = r0; r < h1 + p && r < a->H; r++)
+                        pack(&t, n * a->H + r);
+                }
                 for (int64_t h = h0; h < h1; h++) {
                     row(&t, n, h, pc, pc + cmax * a->OP, ones, zeros);
+                    if (a->bits_out)
+                        handoff(&next, n * a->H + h);
                     if (srow) {   /* next unit's map rows whose input rows all lie in [h0, h]: one row behind */
                         const int64_t ps = a->sK / 2, last = h == h1 - 1 ? h1 - 1 : h - ps;
                         for (int64_t r = h - ps < h0 ? h0 : h - ps; r <= last; r++) {
@@ -1130,19 +1176,20 @@ static int parse_isa(int isa)
 
 
 /* conv(x, shift, shift_stride, wbits, N, H, W, C, O, OP, K, scale, bias, smap, cmap, scale2, bias2, slope,
- *      post_bias, res, post_slope, out, threads, isa, rowsum, sk, sK, sb, smap_next) -- arrays are addresses
- *      (0 = absent); see conv_args. */
+ *      post_bias, res, post_slope, out, threads, isa, rowsum, sk, sK, sb, smap_next, wtiles, bits_in, bits_out,
+ *      shift_out) -- arrays are addresses (0 = absent); see conv_args. */
 static PyObject *py_conv(PyObject *self, PyObject *args)
 {
     unsigned long long x, shift, wbits, scale, bias, smap, cmap, scale2, bias2, slope, post_bias, res, post_slope, out;
-    unsigned long long rowsum = 0, sk = 0, smap_next = 0, wtiles_given = 0;
+    unsigned long long rowsum = 0, sk = 0, smap_next = 0, wtiles_given = 0, bits_in = 0, bits_out = 0, shift_out = 0;
     long long shift_stride, N, H, W, C, O, OP, K, sK = 0;
     double sb = 0.0;
     int threads, isa;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKLKLLLLLLLKKKKKKKKKKKii|KKLdKK", &x, &shift, &shift_stride, &wbits, &N, &H, &W, &C,
-                          &O, &OP, &K, &scale, &bias, &smap, &cmap, &scale2, &bias2, &slope, &post_bias, &res,
-                          &post_slope, &out, &threads, &isa, &rowsum, &sk, &sK, &sb, &smap_next, &wtiles_given))
+    if (!PyArg_ParseTuple(args, "KKLKLLLLLLLKKKKKKKKKKKii|KKLdKKKKK", &x, &shift, &shift_stride, &wbits, &N, &H, &W,
+                          &C, &O, &OP, &K, &scale, &bias, &smap, &cmap, &scale2, &bias2, &slope, &post_bias, &res,
+                          &post_slope, &out, &threads, &isa, &rowsum, &sk, &sK, &sb, &smap_next, &wtiles_given,
+                          &bits_in, &bits_out, &shift_out))
         return NULL;
     if (sk && (!smap_next || sK <= 0 || sK % 2 == 0)) {
         PyErr_SetString(PyExc_ValueError, "bitpack conv: bad next-unit spatial map arguments");
@@ -1160,6 +1207,7 @@ static PyObject *py_conv(PyObject *self, PyObject *args)
                    PTR(scale), PTR(bias), PTR(smap), PTR(cmap), PTR(scale2), PTR(bias2), PTR(slope),
                    PTR(post_bias), PTR(res), PTR(post_slope), PTR(out), NULL, NULL, 0, NULL, PTR(rowsum),
                    NULL, 0, PTR(sk), sK, (float)sb, PTR(smap_next)};
+    a.bits_in = PTR(bits_in), a.bits_out = PTR(bits_out), a.shift_out = PTR(shift_out);
     float *ones = malloc(sizeof(float) * (size_t)O), *zeros = calloc((size_t)O, sizeof(float));
     int8_t *wtiles = NULL;
     if (isa == ISA_AVX2) {
@@ -1249,6 +1297,24 @@ static PyObject *py_pack(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* packed_words(isa, N, H, W, C): (the ISA level that runs, uint64 words of a packed (N, H, W, C) map in that path's
+ * hand-off format), for conv's bits_in / bits_out. */
+static PyObject *py_packed_words(PyObject *self, PyObject *args)
+{
+    long long N, H, W, C;
+    int isa;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iLLLL", &isa, &N, &H, &W, &C))
+        return NULL;
+    if (N <= 0 || H <= 0 || W <= 0 || C <= 0) {
+        PyErr_SetString(PyExc_ValueError, "bitpack packed_words: bad arguments");
+        return NULL;
+    }
+    if ((isa = parse_isa(isa)) < 0)
+        return NULL;
+    return Py_BuildValue("iL", isa, (long long)(N * H * handoff_row_words(isa, W, C)));
+}
+
 /* spatial(x, N, H, W, C, k, K, b, out, threads, isa): out[N, H, W] = sigmoid(b + conv_KxK(x, k)), x NHWC,
  * k [K, K, C]. */
 static PyObject *py_spatial(PyObject *self, PyObject *args)
@@ -1322,6 +1388,7 @@ static PyObject *py_openmp(PyObject *self, PyObject *noargs)
 static PyMethodDef methods[] = {
     {"conv", py_conv, METH_VARARGS, "Fused sign-pack + XNOR-popcount conv + FP epilogue (addresses, see _kernel.c)."},
     {"pack", py_pack, METH_VARARGS, "Sign-pack an NHWC float map, 64 channels per uint64 word."},
+    {"packed_words", py_packed_words, METH_VARARGS, "(ISA run, uint64 words) of a packed map in a path's row format."},
     {"amx_tiles", py_amx_tiles, METH_VARARGS, "The AMX path's int8 weight tiles of packed weights (once per layer)."},
     {"spatial", py_spatial, METH_VARARGS, "Spatial re-scaling map sigmoid(b + KxK conv C -> 1) of an NHWC float map."},
     {"best_isa", py_best_isa, METH_NOARGS, "Best ISA level on this CPU: 3 AMX-INT8, 2 AVX-512 VPOPCNTDQ, 1 AVX2, 0 portable C."},

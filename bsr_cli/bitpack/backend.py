@@ -77,8 +77,8 @@ class BitpackConv2d(nn.Module):
     def forward(self, x: torch.Tensor, **epilogue) -> torch.Tensor:
         shift = epilogue.pop("shift", self.shift)
         if _traced():
-            epilogue.pop("row_sums", None)
-            epilogue.pop("next_spatial", None)
+            for key in ("row_sums", "next_spatial", "packed_input", "pack_next"):
+                epilogue.pop(key, None)
             return self._torch_forward(x, shift, **epilogue)
         return kernel.binary_conv(
             x, self.wbits, self.out_channels, self.kernel_size, self.scale, self.bias, shift=shift,
@@ -203,6 +203,7 @@ def _slope(act: nn.Module, channels: int) -> torch.Tensor | None:
 
 MEANS_ATTR = "_bsr_channel_means"
 SMAP_ATTR = "_bsr_next_spatial_map"  # (BitpackSpatialRescale, its map of this tensor), set by FusedBinaryUnit
+PACK_ATTR = "_bsr_packed_rows"  # (BitpackConv2d, kernel.PackedRows of sign(this tensor + its shift)), the same
 
 
 class CachedGlobalMean(nn.Module):
@@ -259,6 +260,9 @@ class FusedBinaryUnit(nn.Module):
         # a tuple, so that the module is not registered a second time as a child of this one)
         self.emit_means = False
         self.emit_spatial: tuple = ()
+        # (the next unit's BitpackConv2d,) when that unit binarizes this output with a fixed threshold (no
+        # input-dependent shift): this kernel call also packs the output for it, and that call skips its packing pass
+        self.emit_packed: tuple = ()
 
     @staticmethod
     def fusable(unit: nn.Module) -> bool:
@@ -306,17 +310,26 @@ class FusedBinaryUnit(nn.Module):
         traced = _traced()
         sums = torch.zeros(n, h, o) if self.emit_means and not traced else None
         extra = {}
-        nxt = (self.emit_spatial[0] if self.emit_spatial and not traced
-               and not torch._C._is_torch_function_mode_enabled() else None)
+        modes = traced or torch._C._is_torch_function_mode_enabled()
+        nxt = self.emit_spatial[0] if self.emit_spatial and not modes else None
         if nxt is not None:
             smap_next = torch.empty(n, 1, h, w)
             extra["next_spatial"] = (nxt.taps, nxt.bias, smap_next)
+        packed = getattr(x, PACK_ATTR, None)  # made by the previous unit's call for this conv and this threshold
+        if packed is not None and packed[0] is self.conv and a is x and shift is self.conv.shift and not modes:
+            extra["packed_input"] = packed[1]
+        consumer = self.emit_packed[0] if self.emit_packed and not modes else None
+        if consumer is not None:
+            rows = kernel.PackedRows(n, h, w, o)
+            extra["pack_next"] = (consumer.shift, rows)
         y = self.conv(a, shift=shift, cmap=cmap, smap=smap, residual=residual, row_sums=sums, **extra,
                       **self.epilogue)
         if sums is not None:  # global means of y for the next unit's CachedGlobalMean (no second pass)
             setattr(y, MEANS_ATTR, (sums.sum(1) / (h * w)).view(n, o, 1, 1))
         if nxt is not None:  # the next unit's spatial map of y, computed while y's rows were in cache
             setattr(y, SMAP_ATTR, (nxt, smap_next))
+        if consumer is not None:  # y packed for the next unit's conv, row by row after the epilogue
+            setattr(y, PACK_ATTR, (consumer, rows))
         return y
 
     def _unfused(self, a, shift, maps, x):
@@ -369,7 +382,7 @@ def convert_model(model: nn.Module, threads: int | None = None) -> nn.Module:
             if isinstance(block, BinaryResBlock) and isinstance(block.unit1, FusedBinaryUnit):
                 if block.unit1.set_post_act(block.mid_act):
                     block.mid_act = nn.Identity()
-        _share_global_means(m)
+        _link_units(m)
     m.requires_grad_(False)
     m.register_forward_pre_hook(_to_channels_last)
     m.register_forward_hook(_contiguous_output)
@@ -378,10 +391,12 @@ def convert_model(model: nn.Module, threads: int | None = None) -> nn.Module:
     return m
 
 
-def _share_global_means(model: nn.Module) -> None:
+def _link_units(model: nn.Module) -> None:
     """Fused units whose output goes unchanged into the next fused unit hand it their output's channel means
     (kernel row sums), and that unit's re-scaling branches take them (`CachedGlobalMean`); the kernel call also
-    computes that unit's spatial map of the output (`BitpackSpatialRescale` takes it, no second pass). Two such hand-offs:
+    computes that unit's spatial map of the output (`BitpackSpatialRescale` takes it, no second pass) and, when
+    that unit's threshold is fixed (no input-dependent shift: E2FIF, BBCU), packs the output for its conv
+    (`emit_packed`: the next call skips its packing pass). Two such hand-offs:
     unit1 -> unit2 inside a `BinaryResBlock` whose middle activation is fused, and unit2 -> the next block's
     unit1 in a Sequential body when the block has no block skip. Anywhere else an op (a skip add, an in-place
     activation) may stand between the kernel's output and the pooling, and the branch pools as before."""
@@ -409,6 +424,8 @@ def _share_global_means(model: nn.Module) -> None:
                         setattr(parent, name, CachedGlobalMean())
                         pools += 1
         src.emit_means = pools > 0
+        if dst.shift_rescale is None:
+            src.emit_packed = (dst.conv,)
 
 
 def kernel_coverage(model: nn.Module) -> dict:

@@ -116,12 +116,39 @@ def amx_weight_tiles(wbits: torch.Tensor, in_channels: int, out_channels: int) -
 def _aligned64(t: torch.Tensor) -> torch.Tensor:
     """A contiguous copy of `t` whose data starts on a 64-byte boundary: the kernel's 512-bit weight loads
     then never straddle two cache lines (measured ~20% faster popcount loop than 16-byte-aligned words)."""
-    n, per = t.numel(), 64 // t.element_size()
-    buf = torch.empty(n + per, dtype=t.dtype)
-    off = (-(buf.data_ptr() // t.element_size())) % per
-    out = buf[off:off + n].view(t.shape)
+    out = _empty_aligned64(t.numel(), t.dtype).view(t.shape)
     out.copy_(t)
     return out
+
+
+def _empty_aligned64(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised 1-D tensor of n elements whose data starts on a 64-byte boundary."""
+    size = torch.empty(0, dtype=dtype).element_size()
+    per = 64 // size
+    buf = torch.empty(n + per, dtype=dtype)
+    off = (-(buf.data_ptr() // size)) % per
+    return buf[off:off + n]
+
+
+class PackedRows:
+    """An (N, H, W, C) sign map packed in the hand-off format of the ISA path that made it (`binary_conv`'s
+    ``pack_next`` fills one, the next call takes it as ``packed_input``): 64 channels per uint64 word, as their
+    nibble planes on AVX2. Only the path and shape it was made for can read it."""
+
+    def __init__(self, n: int, h: int, w: int, c: int, isa: int | None = None):
+        self.isa, words = require_kernel().packed_words(_isa(isa), n, h, w, c)
+        self.shape, self.words = (n, h, w, c), _empty_aligned64(words, torch.int64)
+
+    def check(self, isa: int, shape: tuple) -> None:
+        if (self.isa, self.shape) != (isa, shape):
+            raise ValueError(f"bitpack: packed rows for ISA {self.isa}, (N, H, W, C) {self.shape} do not fit a call "
+                             f"on ISA {isa} with {shape}")
+
+
+def _run_isa(isa: int | None) -> int:
+    """The level a call with this `isa` argument runs (run-time dispatch resolved)."""
+    level = _isa(isa)
+    return best_isa() if level < 0 else level
 
 
 def _cl(t: torch.Tensor) -> torch.Tensor:
@@ -166,6 +193,8 @@ def binary_conv(
     row_sums: torch.Tensor | None = None,
     next_spatial: tuple | None = None,
     amx_tiles: torch.Tensor | None = None,
+    packed_input: PackedRows | None = None,
+    pack_next: tuple | None = None,
     threads: int | None = None,
     isa: int | None = None,
 ) -> torch.Tensor:
@@ -180,7 +209,10 @@ def binary_conv(
     of this call's OUTPUT, taps a contiguous float32 (K, K, O) tensor and out a contiguous float32 (N, 1, H, W)
     tensor it fills; computed row by row one row behind the epilogue, while those rows are still in cache (the same
     routine and order as `spatial_map`, so the same floats). `amx_tiles`: `amx_weight_tiles(wbits, ...)` of these
-    weights, used when the AMX path runs (else made for the call).
+    weights, used when the AMX path runs (else made for the call). `packed_input`: `PackedRows` of sign(x + shift),
+    made by the previous call's `pack_next` (the caller vouches that x and shift are what it packed): no packing
+    pass here. `pack_next`: (shift_next (O,) or None, PackedRows for (N, H, W, O)) -- this call's OUTPUT
+    packed for the next conv, sign(out + shift_next), row by row right after the epilogue.
     Returns (N, O, H, W) float32 channels-last. `isa`: 0 portable C, 1 AVX2, 2 AVX-512 VPOPCNTDQ, 3 AMX-INT8 (the
     +-1 dots as int8 tile matmuls, exact), -1 the best this CPU has; None (default): what BSR_BITPACK_ISA forces, else -1. A level the CPU lacks raises ValueError.
     """
@@ -230,6 +262,17 @@ def binary_conv(
         if amx_tiles.dtype != torch.int8 or amx_tiles.numel() != need or amx_tiles.data_ptr() % 64:
             raise ValueError("bitpack: amx_tiles do not fit these weights (use amx_weight_tiles)")
         tail[5] = amx_tiles.data_ptr()
+    if packed_input is not None or pack_next is not None:
+        level = _run_isa(isa)
+        tail += [0, 0, 0]
+        if packed_input is not None:
+            packed_input.check(level, (n, h, w, c))
+            tail[6] = packed_input.words.data_ptr()
+        if pack_next is not None:
+            shift_next, rows = pack_next
+            rows.check(level, (n, h, w, o))
+            shift_next = _vec(shift_next, o, "pack_next shift")  # kept referenced until the call returns
+            tail[7:9] = [rows.words.data_ptr(), _addr(shift_next)]
     k.conv(
         x.data_ptr(), _addr(shift), shift_stride, wbits.data_ptr(), n, h, w, c, o, op, kernel_size,
         scale.data_ptr(), bias.data_ptr(), _addr(smap), _addr(cmap), _addr(scale2), _addr(bias2), _addr(slope),
