@@ -44,6 +44,18 @@ class Backend(str, Enum):
     bitpack = "bitpack"
 
 
+class FloatPrecision(str, Enum):
+    """``--float-precision`` choices: the precision of a bitpack model's FP parts (head, upsampler, tail)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+FLOAT_PRECISION_HELP = ("FP parts (head, upsampler, tail) of a bitpack model: fp32, bf16 autocast (AMX / AVX512-BF16; "
+                        "outputs change by bf16 rounding), or auto: bf16 where this CPU measured it >= 10 % faster.")
+
+
 # --------------------------------------------------------------------------------------------- the table
 def _torch_loader(model: str, scale: int, path: Path | None):
     from bsr_cli.checkpoint import load_into
@@ -219,8 +231,10 @@ def set_threads(threads: int | None) -> int:
 
 
 def load(name: str | None, scale: int | None = None, checkpoint: str | Path | None = None, backend: str = "auto",
-         threads: int | None = None, pretrained: bool = True) -> Loaded:
-    """Resolve, build the fp32 torch model, pick the backend (``choose``) and build it."""
+         threads: int | None = None, pretrained: bool = True, float_precision: str = "fp32") -> Loaded:
+    """Resolve, build the fp32 torch model, pick the backend (``choose``) and build it. ``float_precision``
+    (fp32 | bf16 | auto) is that of a bitpack model's FP parts (``bsr_cli.bitpack.convert_model``); the other
+    backends run fp32."""
     threads = set_threads(threads)
     if checkpoint is not None and Path(checkpoint).suffix.lower() == ".onnx":
         return _load_onnx_file(name, scale, Path(checkpoint), backend, threads)
@@ -243,6 +257,13 @@ def load(name: str | None, scale: int | None = None, checkpoint: str | Path | No
             model = convert_model(net)
     finally:
         torch.set_num_threads(threads)
+    if chosen == "bitpack" and model is not None:  # measured (auto) at the thread count it will run with
+        from bsr_cli.bitpack.backend import set_float_precision
+
+        model = set_float_precision(model, float_precision)
+        reason += f"; {model.float_precision_reason}"
+    elif float_precision == "bf16":
+        raise BsrError(f"--float-precision bf16 is for the bitpack backend's float parts; {res.model} runs on {chosen}")
     if model is None:  # other loaders (onnxruntime reads torch's thread count for its own)
         model = loader(res.model, res.scale, res.checkpoint)
     return Loaded(res.model, res.scale, chosen, reason, threads, model, net,

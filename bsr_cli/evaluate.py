@@ -70,7 +70,8 @@ def model_sr(model: Callable[[torch.Tensor], torch.Tensor], scale: int) -> SRFun
     return run
 
 
-def load_sr_function(model_name: str, scale: int, backend: str = "auto", threads: int | None = None) -> SRFunction:
+def load_sr_function(model_name: str, scale: int, backend: str = "auto", threads: int | None = None,
+                     float_precision: str = "fp32") -> SRFunction:
     """``bicubic`` or a model loaded by ``bsr_cli.backends.load`` (``auto``: bitpack for binary-activation models).
 
     The returned function has an ``info`` dict: what ran (model, backend and why, threads, checkpoint, sha256).
@@ -83,7 +84,7 @@ def load_sr_function(model_name: str, scale: int, backend: str = "auto", threads
         return fn
     from bsr_cli import backends
 
-    loaded = backends.load(model_name, scale, backend=backend, threads=threads)
+    loaded = backends.load(model_name, scale, backend=backend, threads=threads, float_precision=float_precision)
     fn = model_sr(loaded.model, scale)
     fn.info = loaded.describe()
     return fn

@@ -84,8 +84,9 @@ def percentile(values: list[float], q: float) -> float:
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-def build(model: torch.nn.Module, backend: str, threads: int) -> Callable:
-    """The callable that runs ``model`` on ``backend`` (``auto`` resolved first with ``backends.choose``)."""
+def build(model: torch.nn.Module, backend: str, threads: int, float_precision: str = "fp32") -> Callable:
+    """The callable that runs ``model`` on ``backend`` (``auto`` resolved first with ``backends.choose``);
+    ``float_precision``: that of a bitpack model's FP parts (``bsr_cli.bitpack.convert_model``)."""
     if backend == "auto":
         from bsr_cli.backends import choose
 
@@ -103,7 +104,7 @@ def build(model: torch.nn.Module, backend: str, threads: int) -> Callable:
             raise BsrError(f"backend bitpack unavailable: {reason}")
         from bsr_cli.bitpack import convert_model
 
-        return convert_model(model, threads=threads)
+        return convert_model(model, threads=threads, float_precision=float_precision)
     raise BsrError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
 
 
@@ -234,7 +235,7 @@ def measure_one(name: str, scale: int, backend: str, input_hw=(128, 128), runs: 
 
 def measure(name: str, scale: int = 4, backends=("auto",), input_hw=(128, 128), runs: int = 20,
             warmup: int = 3, threads: int | None = None, twin: str = FP_TWIN,
-            progress: Callable[[int, int], None] | None = None) -> dict:
+            progress: Callable[[int, int], None] | None = None, float_precision: str = "fp32") -> dict:
     """Latency of ``name`` and of its FP twin, measured in this one run with the runs interleaved (round-robin
     over all callables), so machine load hits every row alike; ``ratio_to_twin`` divides the model's median by
     the twin's.
@@ -242,7 +243,8 @@ def measure(name: str, scale: int = 4, backends=("auto",), input_hw=(128, 128), 
     ``auto`` is resolved per model (``bsr_cli.backends.choose``: bitpack for the binary model, the fastest fp32
     path for the twin). The twin runs on every float backend asked for, and on the fp32 path ``auto`` picks;
     a bitpack row is divided by the twin on that path (the best fp32 the twin gets). ``progress(done, total)``
-    is called after every timed or warm-up call.
+    is called after every timed or warm-up call. ``float_precision``: that of the bitpack rows' FP parts (the
+    twin runs fp32); the row's reason says what ran.
     """
     from bsr_cli.backends import choose, float_auto
     from bsr_cli.models import create_model
@@ -264,7 +266,9 @@ def measure(name: str, scale: int = 4, backends=("auto",), input_hw=(128, 128), 
         if (r[0], r[1]) not in seen:
             seen.add((r[0], r[1]))
             unique.append(r)
-    fns = [build(r[3], r[1], threads) for r in unique]
+    fns = [build(r[3], r[1], threads, float_precision if r[0] == name else "fp32") for r in unique]
+    unique = [(m, b, reason + (f"; {fn.float_precision_reason}" if b == "bitpack" else ""), n)
+              for (m, b, reason, n), fn in zip(unique, fns)]
     x = torch.rand(1, 3, *input_hw, generator=torch.Generator().manual_seed(0))
     wall: list[list[float]] = [[] for _ in fns]
     cpu: list[list[float]] = [[] for _ in fns]
@@ -323,7 +327,8 @@ def render(reports: list[dict], console=None) -> None:
     h, w = r0["input"]
     table = Table(title=f"latency, x{r0['scale']}, LR input {w}x{h}, batch 1 (ms)", title_justify="left")
     for col in ("model", "backend", "median", "p90", "min", "CPU", f"/ {r0['twin']}", "why"):
-        table.add_column(col, justify="left" if col in ("model", "backend") else "right", no_wrap=True)
+        table.add_column(col, justify="left" if col in ("model", "backend", "why") else "right",
+                         no_wrap=col != "why")  # the reason wraps, the numbers never
     for rep in reports:
         rows = [(r, rep["ratio_to_twin"].get(r["backend"])) for r in rep["results"]]
         rows += [(t, None) for t in rep["twin_results"]]

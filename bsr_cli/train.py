@@ -43,6 +43,7 @@ import torch
 from safetensors.torch import load_file
 
 from bsr_cli import train_dist
+from bsr_cli.cpu import cpu_has_native_bf16  # noqa: F401  (used here and by benchmarks)
 from bsr_cli.errors import BsrError
 from bsr_cli.train_data import IMAGE_EXTS, PatchSampler, list_images, load_rgb_uint8, make_pair, to_tensor
 from bsr_cli.train_state import (
@@ -177,15 +178,6 @@ def run_progress(cfg: TrainConfig, step: int, elapsed: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------- device / precision
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when /proc/cpuinfo lists AMX-BF16 or AVX512-BF16 (oneDNN then runs bf16 convs natively)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", flags))
 
 
 def pick_device(pref: str) -> torch.device:

@@ -502,7 +502,7 @@ def write_comparison(job: Job, pixels: np.ndarray, out: np.ndarray, settings: Se
 
 
 def load_engine(model_name: str | None, scale: int, checkpoint: Path | None, backend: str,
-                threads: int | None):
+                threads: int | None, float_precision: str = "fp32"):
     """Load a model for ``bsr upscale`` (``bsr_cli.backends.load``): the manifest default for ``scale`` unless
     ``model_name`` is given, on ``backend`` (``auto``: bitpack for binary-activation models, see backends).
 
@@ -511,7 +511,7 @@ def load_engine(model_name: str | None, scale: int, checkpoint: Path | None, bac
     """
     from bsr_cli import backends
 
-    engine = backends.load(model_name, scale, checkpoint, backend, threads)
+    engine = backends.load(model_name, scale, checkpoint, backend, threads, float_precision=float_precision)
     if engine.scale != scale:
         raise BsrError(f"{engine.name} is a x{engine.scale} model, not x{scale}")
     return engine

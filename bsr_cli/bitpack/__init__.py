@@ -8,8 +8,8 @@ from bsr_cli.bitpack.kernel import bitpack_available
 __all__ = ["bitpack_available", "convert_model"]
 
 
-def convert_model(model, threads=None):
+def convert_model(model, threads=None, float_precision="fp32"):
     """See `bsr_cli.bitpack.backend.convert_model`."""
     from bsr_cli.bitpack.backend import convert_model as _convert
 
-    return _convert(model, threads)
+    return _convert(model, threads, float_precision)

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from bsr_cli.backends import Backend
+from bsr_cli.backends import FLOAT_PRECISION_HELP, Backend, FloatPrecision
 from bsr_cli.errors import BsrError
 from bsr_cli.paper_results import paper_result
 
@@ -43,6 +43,8 @@ def command(
                                      "measured fp32 path."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: all CPUs this process "
                                           "may use)."),
+    float_precision: FloatPrecision = typer.Option("fp32", "--float-precision",
+                                                   help=FLOAT_PRECISION_HELP + " Default fp32: the protocol's numbers."),
 ) -> None:
     """Score models on SR benchmarks (PSNR/SSIM, Y channel, crop = scale) beside the paper-reported values."""
     from bsr_cli.evaluate import check_scale, default_model_name, evaluate, load_sr_function  # torch: only when run
@@ -58,7 +60,7 @@ def command(
 
     results = []
     for name in models:
-        sr_fn = load_sr_function(name, scale, backend, threads)
+        sr_fn = load_sr_function(name, scale, backend, threads, FloatPrecision(float_precision).value)
         for ds in datasets:
             with Progress("bsr eval") as bar:
                 task = bar.add(f"{name} {ds} x{scale}")

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from bsr_cli.backends import Backend
+from bsr_cli.backends import FLOAT_PRECISION_HELP, Backend, FloatPrecision
 from bsr_cli.errors import BsrError
 
 
@@ -101,6 +101,8 @@ def command(
                                                 "kernel) for binary-activation models, else the fastest fp32 path."),
     runs: int = typer.Option(20, "--runs", help="Timed runs per backend (after 3 warm-up runs)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and onnxruntime."),
+    float_precision: FloatPrecision = typer.Option("fp32", "--float-precision",
+                                                   help=FLOAT_PRECISION_HELP + " Latency rows only (default fp32)."),
 ) -> None:
     """Count parameters and operations of models per EBSR Eq. 7 by tracing one forward pass.
 
@@ -125,7 +127,8 @@ def command(
             with Progress("bsr profile") as bar:
                 task = bar.add(f"{m} x{scale} latency runs")
                 reports.append(lat.measure(m, scale, tuple(Backend(b).value for b in backend or ["auto"]), input_hw,
-                                           runs, 3, threads, progress=lambda done, total: bar.update(task, done, total)))
+                                           runs, 3, threads, progress=lambda done, total: bar.update(task, done, total),
+                                           float_precision=FloatPrecision(float_precision).value))
         if as_json:
             print(json.dumps({"latency": reports}, indent=2))
         else:

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from bsr_cli.backends import Backend
+from bsr_cli.backends import FLOAT_PRECISION_HELP, Backend, FloatPrecision
 from bsr_cli.errors import BsrError
 
 
@@ -55,6 +55,8 @@ def command(
     backend: Backend = typer.Option("auto", "--backend", rich_help_panel="Performance",
                                 help="auto: bitpack (1-bit XNOR-popcount kernel) for binary-activation models, "
                                      "else the fastest measured fp32 path (onnxruntime)."),
+    float_precision: FloatPrecision = typer.Option("auto", "--float-precision", rich_help_panel="Performance",
+                                                   help=FLOAT_PRECISION_HELP),
     tile: int = typer.Option(0, "--tile", "-t", rich_help_panel="Performance",
                              help="Tile size in input pixels; 0 = automatic (bounded memory, one tile if it fits)."),
     tile_pad: Optional[int] = typer.Option(None, "--tile-pad", rich_help_panel="Performance",
@@ -102,7 +104,8 @@ def command(
 
     if reference is not None:
         notes += up.match_references(reference, jobs)
-    engine = up.load_engine(model_name, scale, checkpoint, Backend(backend).value, threads)
+    engine = up.load_engine(model_name, scale, checkpoint, Backend(backend).value, threads,
+                            FloatPrecision(float_precision).value)
     costs: dict = {}
 
     def on_done(job) -> None:
