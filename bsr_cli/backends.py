@@ -45,15 +45,16 @@ class Backend(str, Enum):
 
 
 class FloatPrecision(str, Enum):
-    """``--float-precision`` choices: the precision of a bitpack model's FP parts (head, upsampler, tail)."""
+    """``--float-precision`` choices: the precision of a bitpack model's FP upsampler and tail."""
 
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
 
 
-FLOAT_PRECISION_HELP = ("FP parts (head, upsampler, tail) of a bitpack model: fp32, bf16 autocast (AMX / AVX512-BF16; "
-                        "outputs change by bf16 rounding), or auto: bf16 where this CPU measured it >= 10 % faster.")
+FLOAT_PRECISION_HELP = ("Upsampler and tail of a bitpack model: fp32, bf16 autocast (AMX / AVX512-BF16; outputs move by "
+                        "bf16 rounding), or auto: bf16 on CPUs with native bf16 for models with > 10 % of their FP "
+                        "twin's FLOPs in float (bbcu-l: 2x faster), else fp32.")
 
 
 # --------------------------------------------------------------------------------------------- the table
@@ -189,6 +190,30 @@ def _model_names() -> set[str]:
     return set(list_models())
 
 
+def float_precision_for(model: str, scale: int, requested: str) -> tuple[str, str]:
+    """("fp32" | "bf16", why) for a bitpack model's upsampler and tail (``--float-precision``). ``auto``: bf16 where
+    the CPU runs bf16 natively (AMX / AVX512-BF16) and the model keeps more than ``weights.FLOAT_SHARE_MAX`` (10 %)
+    of its FP twin's FLOPs in float (``weights.float_share``: bbcu-l 0.68), else fp32. Measured 2026-12-07 on the
+    Xeon (AMX), LR 128x128, 1 thread: bbcu-l 458 -> 234 ms with bf16 float parts, e2fif / ebsr-light (shares
+    0.015 / 0.026) 3-5 %, within noise, so they keep the reference's fp32 numbers. A rule, not a timing per run: the
+    same command on the same machine always picks the same numbers."""
+    if requested not in ("auto", "fp32", "bf16"):
+        raise BsrError(f"unknown --float-precision {requested!r} (auto, fp32, bf16)")
+    if requested != "auto":
+        return requested, f"float parts {requested} (requested)"
+    from bsr_cli.cpu import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16():
+        return "fp32", "float parts fp32 (no native bf16 on this CPU)"
+    try:
+        share = weights.float_share(weights.find_entry(model, scale))
+    except BsrError:  # no manifest entry: count it
+        share = weights.measured_float_share(model, scale)
+    if share > weights.FLOAT_SHARE_MAX:
+        return "bf16", f"float parts bf16 (native bf16; {share:.0%} of the twin's FLOPs in float)"
+    return "fp32", f"float parts fp32 ({share:.1%} of the twin's FLOPs in float: bf16 would not pay)"
+
+
 # --------------------------------------------------------------------------------------------- loading
 @dataclass
 class Loaded:
@@ -254,15 +279,12 @@ def load(name: str | None, scale: int | None = None, checkpoint: str | Path | No
         elif chosen == "bitpack" and loader is _bitpack_loader:
             from bsr_cli.bitpack.backend import convert_model
 
-            model = convert_model(net)
+            precision, why = float_precision_for(res.model, res.scale, float_precision)
+            model = convert_model(net, float_precision=precision)
+            reason += f"; {why}"
     finally:
         torch.set_num_threads(threads)
-    if chosen == "bitpack" and model is not None:  # measured (auto) at the thread count it will run with
-        from bsr_cli.bitpack.backend import set_float_precision
-
-        model = set_float_precision(model, float_precision)
-        reason += f"; {model.float_precision_reason}"
-    elif float_precision == "bf16":
+    if chosen != "bitpack" and float_precision == "bf16":
         raise BsrError(f"--float-precision bf16 is for the bitpack backend's float parts; {res.model} runs on {chosen}")
     if model is None:  # other loaders (onnxruntime reads torch's thread count for its own)
         model = loader(res.model, res.scale, res.checkpoint)

@@ -104,7 +104,12 @@ def build(model: torch.nn.Module, backend: str, threads: int, float_precision: s
             raise BsrError(f"backend bitpack unavailable: {reason}")
         from bsr_cli.bitpack import convert_model
 
-        return convert_model(model, threads=threads, float_precision=float_precision)
+        from bsr_cli.backends import float_precision_for
+
+        precision, why = float_precision_for(model.model_name, model.scale, float_precision)
+        fn = convert_model(model, threads=threads, float_precision=precision)
+        fn.float_precision_reason = why
+        return fn
     raise BsrError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
 
 

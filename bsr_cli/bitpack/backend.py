@@ -360,14 +360,16 @@ def _contiguous_output(_module, _args, out):
     return out.contiguous() if isinstance(out, torch.Tensor) else out
 
 
-FLOAT_PARTS = ("head", "upsampler", "tail")
-FLOAT_PRECISIONS = ("fp32", "bf16", "auto")
+# The FP parts after the body. The head stays fp32: the body binarizes its output, and bf16 rounding there flips
+# signs (a tiled and an untiled e2fif upscale then differed by up to 19/255 in places); after the body rounding
+# only moves output values by about a grey level.
+BF16_PARTS = ("upsampler", "tail")
+FLOAT_PRECISIONS = ("fp32", "bf16")
 
 
 class Bf16FloatPart(nn.Module):
-    """An FP part of the network (head, upsampler, tail) run under bf16 autocast (oneDNN's native bf16 convs on AMX /
-    AVX512-BF16), its output back in float32 for the kernel and the next part. Changes the output by bf16
-    rounding (8-bit mantissa): measured Set5 x4 -0.016 to +0.004 dB on the shipped e2fif / bbcu-l / ebsr-light."""
+    """An FP part of the network after the body (upsampler, tail) run under bf16 autocast (oneDNN's native bf16
+    convs on AMX / AVX512-BF16), its output back in float32. Changes the output by bf16 rounding (8-bit mantissa)."""
 
     def __init__(self, part: nn.Module):
         super().__init__()
@@ -379,71 +381,35 @@ class Bf16FloatPart(nn.Module):
         return y.float()
 
 
-def _float_parts(model: nn.Module) -> list[str]:
-    """The model's top-level FP parts with float convs (an Identity tail, say, is not one)."""
-    return [name for name in FLOAT_PARTS
+def _bf16_parts(model: nn.Module) -> list[str]:
+    """The model's FP parts after the body that have float convs (an Identity tail, say, is not one)."""
+    return [name for name in BF16_PARTS
             if any(type(m) in (nn.Conv2d, nn.Linear) for m in getattr(model, name, nn.Identity()).modules())]
-
-
-def _time_float_choice(fp32: nn.Module, bf16: nn.Module, side: int = 48, rounds: int = 2) -> tuple[float, float]:
-    """Best-of-rounds CPU seconds of the two conversions on one (1, 3, side, side) input, interleaved."""
-    import time
-
-    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
-    best = [float("inf"), float("inf")]
-    with torch.no_grad():
-        for m in (fp32, bf16):
-            m(x)
-        for _ in range(rounds):
-            for i, m in enumerate((fp32, bf16)):
-                t = time.process_time()
-                m(x)
-                best[i] = min(best[i], time.process_time() - t)
-    return best[0], best[1]
-
-
-def choose_float_precision(fp32: nn.Module, bf16_copy: nn.Module) -> tuple[str, str]:
-    """("bf16" | "fp32", reason) for a network's FP parts, by measurement on this CPU: bf16 only where the CPU has
-    native bf16 and the bf16 parts made the whole pass at least 10 % faster (48x48 LR, best of 2)."""
-    from bsr_cli.cpu import cpu_has_native_bf16
-
-    if not cpu_has_native_bf16():
-        return "fp32", "float parts fp32 (no native bf16 on this CPU)"
-    t32, t16 = _time_float_choice(fp32, bf16_copy)
-    choice = "bf16" if t16 < 0.9 * t32 else "fp32"
-    return choice, f"float parts {choice} (bf16 pass measured {t16 / t32:.2f}x fp32)"
 
 
 def convert_model(model: nn.Module, threads: int | None = None, float_precision: str = "fp32") -> nn.Module:
     """A copy of `model` (eval mode) running its binary-activation convs on the bitpack kernel.
 
     `threads`: kernel threads (default: torch.get_num_threads() at each call). `float_precision`: that of the FP
-    parts, see `set_float_precision` (default fp32: the reference's numbers). Raises BsrError with a one-line
-    reason when the compiled kernel is not available.
+    parts after the body, see `set_float_precision` (default fp32: the reference's numbers). Raises BsrError with
+    a one-line reason when the compiled kernel is not available.
     """
     return set_float_precision(_convert(model, threads), float_precision)
 
 
 def set_float_precision(m: nn.Module, float_precision: str) -> nn.Module:
-    """`m` (a `convert_model` copy in fp32) with its FP parts (head, upsampler, tail) in fp32, bf16 autocast
-    (`Bf16FloatPart`), or auto (`choose_float_precision`: bf16 where this CPU measured it faster, at the current
-    torch thread count). The result records the choice in ``float_precision`` and why in ``float_precision_reason``."""
+    """`m` (a `convert_model` copy) with its upsampler and tail in fp32 or in bf16 autocast (`Bf16FloatPart`);
+    records the choice in ``m.float_precision``. (Which one to use: `bsr_cli.backends.float_precision_for`.)"""
     if float_precision not in FLOAT_PRECISIONS:
         raise BsrError(f"unknown float precision {float_precision!r} (use one of {', '.join(FLOAT_PRECISIONS)})")
-    parts = _float_parts(m)
-    m.float_precision, m.float_precision_reason = "fp32", "float parts fp32" + ("" if parts else " (none)")
-    if float_precision == "fp32" or not parts:
-        return m
-    bf16 = copy.deepcopy(m)
-    for name in parts:
-        setattr(bf16, name, Bf16FloatPart(getattr(bf16, name)))
-    bf16.float_precision, bf16.float_precision_reason = "bf16", "float parts bf16 (requested)"
-    if float_precision == "bf16":
-        return bf16
-    choice, reason = choose_float_precision(m, bf16)
-    out = bf16 if choice == "bf16" else m
-    out.float_precision_reason = reason
-    return out
+    for name in BF16_PARTS:
+        part = getattr(m, name, None)
+        if isinstance(part, Bf16FloatPart) and float_precision == "fp32":
+            setattr(m, name, part.part)
+        elif float_precision == "bf16" and name in _bf16_parts(m) and not isinstance(part, Bf16FloatPart):
+            setattr(m, name, Bf16FloatPart(part))
+    m.float_precision = float_precision
+    return m
 
 
 def _convert(model: nn.Module, threads: int | None) -> nn.Module:
