@@ -367,7 +367,7 @@ def recipe(cfg: TrainConfig, info: dict, device: torch.device, precision: str, n
         )
         + f", warmup {cfg.warmup}",
         "augment": "flips + 90-degree rotations",
-        "init_from": Path(cfg.init_from).name if cfg.init_from else None,
+        "init_from": _source_name(cfg.init_from) if cfg.init_from else None,
         "fp_weight_iters": cfg.fp_weight_iters or None,
         "teacher": {"model": cfg.teacher, "weight": cfg.distill_weight, "loss": "L1 to outputs"} if cfg.teacher else None,
         **_continued(cfg, info),
@@ -375,6 +375,13 @@ def recipe(cfg: TrainConfig, info: dict, device: torch.device, precision: str, n
         "best_set5_psnr": info.get("best_psnr"),
         "best_step": info.get("best_step"),
     }
+
+
+def _source_name(path: str) -> str:
+    """The --init-from file as a recipe names it: its file name, with its run folder for a training state
+    (`e2fif-x4-s12/state.safetensors`: every run's state has the same file name)."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.name == STATE_FILE and p.parent.name else p.name
 
 
 def _continued(cfg: TrainConfig, info: dict) -> dict:
