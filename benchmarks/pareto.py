@@ -7,8 +7,10 @@ Candidates (all built before timing, then timed in ONE run, interleaved: every r
 thread count; the median of the rounds is reported, wall time and ``time.process_time`` side by side):
 
 * every x4 manifest entry (``bsr_cli.weights.entries()``) on its best backend: ``bitpack`` for models with
-  binary-activation convs (``bsr_cli.backends.has_binary_activations``, kernel built), else torch fp32
-  channels-last (the FP twin ``srresnet-fp`` and the binary-weight-only ``ma2019-bwn``);
+  binary-activation convs (``bsr_cli.backends.has_binary_activations``, kernel built) as ``bsr upscale`` runs it
+  (with ``--bf16 auto`` on a native-bf16 CPU: ``--float-precision auto``, i.e. the upsampler and tail in bf16
+  for models with > 10 % of the twin's FLOPs in float, row "bitpack + bf16 float", PSNR measured through it),
+  else torch fp32 channels-last (the FP twin ``srresnet-fp`` and the binary-weight-only ``ma2019-bwn``);
 * the FP twin on onnxruntime static int8 (QDQ, per-channel s8 weights, u8 activations, calibrated on 8 BSD400
   LR crops; ``bsr_cli.export_onnx.to_onnx_bytes`` for the fp32 graph);
 * ``fsrcnn`` and ``espcn`` (torch fp32 channels-last) with ``--extra NAME=FILE`` checkpoints; without one the
@@ -172,9 +174,12 @@ def candidates(threads: list[int], extra: dict[str, str], data_dir, only: set[st
         source = f"manifest (measured on {e.get('metrics_backend', '?')})"
         if psnr is None:
             psnr, source = set5_psnr(net, data_dir), "measured here (torch)"
-        if kernel_ok and backends.has_binary_activations(net):
-            fns = {t: build(net, "bitpack", t) for t in threads}
-            out.append(dict(model=e["model"], backend="bitpack", psnr=psnr, psnr_source=source, fns=fns, net=net))
+        if kernel_ok and backends.has_binary_activations(net):  # as `bsr upscale` runs it (--float-precision auto)
+            fns = {t: build(net, "bitpack", t, "auto" if bf16 else "fp32") for t in threads}
+            backend = "bitpack"
+            if fns[threads[0]].float_precision == "bf16":  # upsampler + tail in bf16: PSNR measured through it
+                backend, psnr, source = "bitpack + bf16 float", set5_psnr(fns[threads[0]], data_dir), "measured here"
+            out.append(dict(model=e["model"], backend=backend, psnr=psnr, psnr_source=source, fns=fns, net=net))
         else:
             fn = channels_last(net)
             out.append(dict(model=e["model"], backend="torch fp32 CL", psnr=psnr, psnr_source=source,
