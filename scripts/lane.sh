@@ -7,7 +7,8 @@
 # RUN is <model>-x<scale>-<stage> (the run folder under runs/); FROM is what --init-from gets (a training state
 # keeps latents and Adam moments; a path that is a run name, e.g. e2fif-x4-s12, means that run's state once it
 # finished); TEACHER (optional) is a zoo name or file for --teacher. A run whose folder holds a state resumes
-# exactly (--resume); a finished run (summary.json) is skipped. WARMUP defaults to 200 (x2/x3 from an x4 body; stage 10
+# exactly (--resume); a finished run (summary.json) is skipped. The stage ends at its time budget (the iteration
+# cap is only a backstop: compiled steps reached the old cap of 40000 before 62 minutes). WARMUP defaults to 200 (x2/x3 from an x4 body; stage 10
 # at x4 used 50); SEED (default 12) is the stage's seed; LR (default 5e-4) its peak learning rate.
 set -u
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ for entry in "$@"; do
   [ -n "${teacher:-}" ] && args+=(--teacher "$teacher")
   log "train $run ($model x$scale) from $from for ${minutes} min ${teacher:+teacher $teacher}"
   bsr train --model "$model" --scale "$scale" --train-dir "$TRAIN_DIR" --data-dir "$DATA_DIR" --out "$dir" \
-    --iters 40000 --time-budget "${minutes}m" --batch-size 8 --patch-size 16 --lr "${LR:-5e-4}" --beta2 0.99 \
+    --iters 1000000 --time-budget "${minutes}m" --batch-size 8 --patch-size 16 --lr "${LR:-5e-4}" --beta2 0.99 \
     --loss-range 255 --schedule cosine --warmup "${warmup:-200}" --val-every 1000 --save-every 100 \
     --log-every 100 --precision bf16 --threads 1 --seed "${SEED:-12}" "${args[@]}" >> "$dir/stdout.log" 2>&1 \
     || { log "FAILED $run (exit $?)"; exit 1; }
