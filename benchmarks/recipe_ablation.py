@@ -59,7 +59,7 @@ def run_one(name: str, extra: list[str], args) -> dict:
         cmd = [sys.executable, "-m", "bsr_cli", "train", "--model", args.model, "--scale", str(args.scale),
                "--train-dir", args.train_dir, "--data-dir", args.data_dir, "--out", str(out), "--iters",
                str(args.iters), "--val-every", str(args.iters), "--save-every", "100", "--log-every", "100",
-               "--warmup", "50", "--threads", "1", "--seed", "11", "--precision", args.precision, *init, *BASE,
+               "--warmup", "50", "--threads", "1", "--seed", "11", "--precision", args.precision, "--compile", args.compile, *init, *BASE,
                *extra, *resume]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=600)
     ap.add_argument("--recipes", default=None, help="comma-separated subset (default: all)")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                    help="bsr train --compile for every arm (auto: off for these short runs; compiling costs ~30 s)")
     ap.add_argument("--out", default=str(REPO / "runs" / "ablation"))
     ap.add_argument("--train-dir", default=os.environ.get("BSR_TRAIN_DIR", str(REPO / ".." / "shared" / "datasets" /
                                                                              "train" / "BSD400")))
