@@ -197,8 +197,9 @@ def float_precision_for(model: str, scale: int, requested: str) -> tuple[str, st
     Xeon (AMX), LR 128x128, 1 thread: bbcu-l 458 -> 234 ms with bf16 float parts, e2fif / ebsr-light (shares
     0.015 / 0.026) 3-5 %, within noise, so they keep the reference's fp32 numbers. A rule, not a timing per run: the
     same command on the same machine always picks the same numbers."""
-    if requested not in ("auto", "fp32", "bf16"):
-        raise BsrError(f"unknown --float-precision {requested!r} (auto, fp32, bf16)")
+    choices = [p.value for p in FloatPrecision]  # the CLI's list, one place
+    if requested not in choices:
+        raise BsrError(f"unknown --float-precision {requested!r} ({', '.join(choices)})")
     if requested != "auto":
         return requested, f"float parts {requested} (requested)"
     from bsr_cli.cpu import cpu_has_native_bf16
