@@ -6,7 +6,7 @@
 #
 # RUN is <model>-x<scale>-<stage> (the run folder under runs/); FROM is what --init-from gets (a training state
 # keeps latents and Adam moments; a path that is a run name, e.g. e2fif-x4-s12, means that run's state once it
-# finished); TEACHER (optional) is a zoo name or file for --teacher. A run whose folder holds a state resumes
+# finished; "none" or empty starts from a fresh init); TEACHER (optional) is a zoo name or file for --teacher. A run whose folder holds a state resumes
 # exactly (--resume); a finished run (summary.json) is skipped. The stage ends at its time budget (the iteration
 # cap is only a backstop: compiled steps reached the old cap of 40000 before 62 minutes). WARMUP defaults to 200 (x2/x3 from an x4 body; stage 10
 # at x4 used 50); SEED (default 12) is the stage's seed; LR (default 5e-4) its peak learning rate.
@@ -22,7 +22,8 @@ for entry in "$@"; do
   [ -f "$dir/summary.json" ] && { log "$run already finished"; continue; }
   [ -d "runs/$from" ] && from=runs/$from/state.safetensors
   mkdir -p "$dir"
-  args=(--init-from "$from"); [ -f "$dir/state.safetensors" ] && args=(--resume)
+  args=(); [ -n "$from" ] && [ "$from" != none ] && args=(--init-from "$from")
+  [ -f "$dir/state.safetensors" ] && args=(--resume)
   [ -n "${teacher:-}" ] && args+=(--teacher "$teacher")
   log "train $run ($model x$scale) from $from for ${minutes} min ${teacher:+teacher $teacher}"
   bsr train --model "$model" --scale "$scale" --train-dir "$TRAIN_DIR" --data-dir "$DATA_DIR" --out "$dir" \
