@@ -9,7 +9,8 @@
 # finished; "none" or empty starts from a fresh init); TEACHER (optional) is a zoo name or file for --teacher. A run whose folder holds a state resumes
 # exactly (--resume); a finished run (summary.json) is skipped. The stage ends at its time budget (the iteration
 # cap is only a backstop: compiled steps reached the old cap of 40000 before 62 minutes). WARMUP defaults to 200 (x2/x3 from an x4 body; stage 10
-# at x4 used 50); SEED (default 12) is the stage's seed; LR (default 5e-4) its peak learning rate.
+# at x4 used 50); SEED (default 12) is the stage's seed; LR (default 5e-4) its peak learning rate; PATCH (default 16)
+# its LR patch size.
 set -u
 cd "$(dirname "$0")/.."
 TRAIN_DIR=${BSR_TRAIN_DIR:-../shared/datasets/train/BSD400}
@@ -27,7 +28,7 @@ for entry in "$@"; do
   [ -n "${teacher:-}" ] && args+=(--teacher "$teacher")
   log "train $run ($model x$scale) from $from for ${minutes} min ${teacher:+teacher $teacher}"
   bsr train --model "$model" --scale "$scale" --train-dir "$TRAIN_DIR" --data-dir "$DATA_DIR" --out "$dir" \
-    --iters 1000000 --time-budget "${minutes}m" --batch-size 8 --patch-size 16 --lr "${LR:-5e-4}" --beta2 0.99 \
+    --iters 1000000 --time-budget "${minutes}m" --batch-size 8 --patch-size "${PATCH:-16}" --lr "${LR:-5e-4}" --beta2 0.99 \
     --loss-range 255 --schedule cosine --warmup "${warmup:-200}" --val-every 1000 --save-every 100 \
     --log-every 100 --precision bf16 --threads 1 --seed "${SEED:-12}" "${args[@]}" >> "$dir/stdout.log" 2>&1 \
     || { log "FAILED $run (exit $?)"; exit 1; }
