@@ -367,10 +367,10 @@ def recipe(cfg: TrainConfig, info: dict, device: torch.device, precision: str, n
         )
         + f", warmup {cfg.warmup}",
         "augment": "flips + 90-degree rotations",
-        "init_from": _source_name(cfg.init_from) if cfg.init_from else None,
+        "init_from": _source_name(cfg.init_from) if cfg.init_from else (info.get("recipe") or {}).get("init_from"),
         "fp_weight_iters": cfg.fp_weight_iters or None,
         "teacher": {"model": cfg.teacher, "weight": cfg.distill_weight, "loss": "L1 to outputs"} if cfg.teacher else None,
-        **_continued(cfg, info),
+        **(_continued(cfg, info) if cfg.init_from else _resumed_chain(cfg, info)),
         "seed": cfg.seed,
         "best_set5_psnr": info.get("best_psnr"),
         "best_step": info.get("best_step"),
@@ -405,6 +405,14 @@ def _continued(cfg: TrainConfig, info: dict) -> dict:
     except Exception:  # not a bsr checkpoint: nothing to chain
         return {}
     return chain_stage(meta.get("training") or meta.get("recipe"), meta, cfg.model, cfg.scale, info)
+
+
+def _resumed_chain(cfg: TrainConfig, info: dict) -> dict:
+    """A run continued with `--resume` (no `--init-from` on that command line) keeps the earlier stages its state
+    recorded when it started (the recipe saved with the state), so a stop/resume cycle loses no stage."""
+    saved = info.get("recipe") or {}
+    return chain_stage(saved.get("previous_stage"), {"model": cfg.model, "scale": cfg.scale}, cfg.model, cfg.scale,
+                       info)
 
 
 def chain_stage(prev, meta: dict, model: str, scale: int, info: dict) -> dict:

@@ -3,8 +3,14 @@
 `bsr eval` measured them, stored by scripts/add_to_manifest.py) beside the paper-reported numbers.
 
     python scripts/results_table.py > /tmp/table.md
+    python scripts/results_table.py --write-readme     # replace the table (and its sources line) in README.md
 """
 from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from pathlib import Path
 
 from bsr_cli import weights
 from bsr_cli.paper_results import PAPER_MODEL_ROWS, paper_result
@@ -36,5 +42,24 @@ def main() -> None:
     print("\nPaper numbers (labelled \"paper\"): " + "; ".join(sources) + ".")
 
 
+def write_readme(path: Path) -> None:
+    """Replace README's table: from its header row through the "Paper numbers" line(s) after it."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        main()
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| checkpoint | budget"))
+    end = start
+    while end < len(lines) and (lines[end].startswith("|") or not lines[end].strip()
+                                or lines[end].startswith("Paper numbers")):
+        end += 1
+    while lines[end - 1].strip() == "":
+        end -= 1
+    path.write_text("\n".join(lines[:start] + buf.getvalue().rstrip("\n").splitlines() + lines[end:]) + "\n")
+
+
 if __name__ == "__main__":
-    main()
+    if "--write-readme" in sys.argv[1:]:
+        write_readme(Path(__file__).resolve().parents[1] / "README.md")
+    else:
+        main()

@@ -59,12 +59,14 @@ def test_same_budget_for_every_model_at_a_scale():
     """Models of a scale that went through the same stages got the same budget in each: the same iterations, or
     the same wall-time budget (`time_budget_s`, stage 10 on). Stages are rolled out a few models at a time (two
     training lanes), so entries may have different numbers of stages; each states its own total and the README
-    table shows it per row. The light float references (fsrcnn, espcn: their own recipe) are not in this rule."""
+    table shows it per row. The float networks are not in this rule: the light references (fsrcnn, espcn: their
+    own recipe) and `srresnet-fp`, the FP twin and every stage's distillation teacher, trained until it is the
+    float baseline the issue asks for (>= 31.5 dB x4), not a competitor at equal budget."""
     from bsr_cli.models import get_model_info
 
     groups: dict[tuple[int, int], set] = {}
     for e in ENTRIES:
-        if get_model_info(e["model"]).family == "fp-light":
+        if get_model_info(e["model"]).family in ("fp", "fp-light"):
             continue
         stages = _stages(e["recipe"])
         key = tuple(st.get("time_budget_s") or st["iterations"] for st in stages)

@@ -262,3 +262,22 @@ def test_a_stage_from_a_training_state_records_the_earlier_stage(run20, train_di
     rec = read_metadata(out / "final.safetensors")["training"]
     assert rec["iterations"] == 3 and rec["previous_stage"]["iterations"] == 20 and rec["total_iterations"] == 23
     assert rec["time_budget_s"] is None
+
+
+@pytest.mark.timeout(600)
+def test_a_resumed_stage_keeps_its_source_and_earlier_stages(run20, train_dir, tmp_path, interrupt_training):
+    """A stage started with --init-from, stopped and continued with --resume alone (as scripts/lane.sh does): the
+    state and the final checkpoint still name the source and chain the earlier stage (a resume once dropped both,
+    so the manifest lost srresnet-fp-x4's seven earlier stages)."""
+    from bsr_cli.checkpoint import read_metadata
+
+    out = tmp_path / "stage2"
+    args = ["train", "--model", "ebsr-light", "--scale", "4", "--iters", "12", "--train-dir", str(train_dir),
+            "--out", str(out), "--save-every", "5", *FAST]
+    interrupt_training(7)
+    assert main([*args, "--init-from", str(run20 / T.STATE_FILE)]) == 130
+    interrupt_training(None)
+    assert main([*args, "--resume"]) == 0
+    for rec in (_state_info(out)["recipe"], read_metadata(out / "final.safetensors")["training"]):
+        assert rec["init_from"] == f"{run20.name}/{T.STATE_FILE}"
+        assert rec["iterations"] == 12 and rec["previous_stage"]["iterations"] == 20 and rec["total_iterations"] == 32
