@@ -89,6 +89,13 @@ def parse_duration(text: str | float | int | None) -> float | None:
     return sum(float(n) * unit[u] for n, u in parts)
 
 
+TEACHER_TARGETS = ("image", "patch")
+# The whole-image teacher outputs are kept in memory as float16 (2 bytes per HR value) and computed once at the
+# start; above these sizes (e.g. DIV2K: ~110 M LR pixels) the run falls back to a teacher pass per step.
+TEACHER_CACHE_MAX_LR_PIXELS = 8_000_000
+TEACHER_CACHE_MAX_BYTES = 2 << 30
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines one training run (stored in the run's state and checkpoint metadata)."""
@@ -106,6 +113,7 @@ class TrainConfig:
     loss_range: float = 255.0  # L1 on pixel values 0..loss_range (runs before this option: 1.0)
     teacher: str | None = None  # FP teacher (zoo name or checkpoint file) for output distillation
     distill_weight: float = 1.0  # weight of L1(student, teacher) beside L1(student, HR)
+    teacher_targets: str = "image"  # image: the teacher's whole-image outputs, computed once | patch: every step
     fp_weight_iters: int = 0  # binary-activation-only warm-up: weights binarized from this iteration on (E2FIF)
     schedule: str = "cosine"  # cosine | step
     warmup: int = 50  # linear warm-up iterations
@@ -144,6 +152,8 @@ class TrainConfig:
             raise BsrError("--fp-weight-iters must be >= 0")
         if self.distill_weight < 0:
             raise BsrError("--distill-weight must be >= 0")
+        if self.teacher_targets not in TEACHER_TARGETS:
+            raise BsrError(f"unknown --teacher-targets {self.teacher_targets!r} ({', '.join(TEACHER_TARGETS)})")
         if self.schedule not in ("cosine", "step"):
             raise BsrError(f"unknown --schedule {self.schedule!r} (cosine, step)")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -369,7 +379,8 @@ def recipe(cfg: TrainConfig, info: dict, device: torch.device, precision: str, n
         "augment": "flips + 90-degree rotations",
         "init_from": _source_name(cfg.init_from) if cfg.init_from else (info.get("recipe") or {}).get("init_from"),
         "fp_weight_iters": cfg.fp_weight_iters or None,
-        "teacher": {"model": cfg.teacher, "weight": cfg.distill_weight, "loss": "L1 to outputs"} if cfg.teacher else None,
+        "teacher": {"model": cfg.teacher, "weight": cfg.distill_weight, "loss": "L1 to outputs",
+                    "targets": info.get("teacher_targets", "patch")} if cfg.teacher else None,
         **(_continued(cfg, info) if cfg.init_from else _resumed_chain(cfg, info)),
         "seed": cfg.seed,
         "best_set5_psnr": info.get("best_psnr"),
@@ -531,6 +542,21 @@ def load_teacher(cfg: TrainConfig, create_model: Callable, device: torch.device)
     return teacher.to(device).eval()
 
 
+def teacher_image_targets(teacher: torch.nn.Module, sampler: PatchSampler, device: torch.device,
+                          precision: str) -> list[np.ndarray]:
+    """The teacher's output on each whole LR training image, (s*H, s*W, 3) float16 in [0, 1], computed once, in
+    the run's precision. A patch of it is the distillation target of the LR patch at the same place: the teacher
+    pass per step (a quarter to a third of a compiled step of the light 1-bit nets) is gone, and the target is what
+    the teacher makes with the image's real context around the patch, not the zero padding of a patch's border."""
+    out = []
+    channels_last = precision == "bf16"
+    with torch.no_grad(), autocast_ctx(device, precision):
+        for lr, _ in sampler.pairs:
+            y = teacher(to_tensor(lr[None], device, channels_last)).float().clamp(0, 1)
+            out.append(y[0].permute(1, 2, 0).cpu().numpy().astype(np.float16))
+    return out
+
+
 class TrainingRun:
     """One run of `train`: set-up (new, resumed or initialised), the loop, validation, state and the end files.
 
@@ -586,6 +612,7 @@ class TrainingRun:
         self.precision = self.dist.broadcast(precision)
         self.info["precision"] = self.precision
         self.channels_last = self.precision == "bf16"
+        self.info["teacher_targets"] = self._teacher_targets()
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net = self.dist.wrap(self.model, self.device)  # what forward/backward run through
@@ -679,6 +706,26 @@ class TrainingRun:
             _atomic_save(model_tensors(self.model), self.out / BEST_WEIGHTS_FILE, {})
         self.log(f"step {step}: Set5 PSNR {psnr:.3f} dB{' (best)' if best else ''}{self.flips()}")
 
+    def _teacher_targets(self) -> str | None:
+        """Distillation targets: "image" (whole-image teacher outputs cached in the sampler), "patch" (a teacher
+        pass per step: --teacher-targets patch, or a training set too large to cache), None without a teacher."""
+        cfg = self.cfg
+        if self.teacher is None:
+            return None
+        if cfg.teacher_targets == "patch":
+            return "patch"
+        pixels = self.sampler.lr_pixels()
+        nbytes = pixels * cfg.scale ** 2 * 3 * 2
+        if pixels > TEACHER_CACHE_MAX_LR_PIXELS or nbytes > TEACHER_CACHE_MAX_BYTES:
+            self.log(f"note: {pixels / 1e6:.1f} M LR pixels of training images: the teacher runs on every batch "
+                     "instead of once per image")
+            return "patch"
+        t0 = time.perf_counter()
+        self.sampler.set_targets(teacher_image_targets(self.teacher, self.sampler, self.device, self.precision))
+        self.log(f"teacher targets: its outputs on the {len(self.sampler)} whole training images, computed once "
+                 f"({nbytes / 2 ** 20:.0f} MB, {time.perf_counter() - t0:.0f} s)")
+        return "image"
+
     def step(self) -> tuple[float, float]:
         """One training iteration: (loss in [0, 1] units, lr)."""
         cfg, info = self.cfg, self.info
@@ -687,11 +734,14 @@ class TrainingRun:
             group["lr"] = lr_now
         if cfg.fp_weight_iters:  # the warm-up's switch; nothing to walk for the usual run
             set_weight_binarization(self.model, info["step"] >= cfg.fp_weight_iters)
-        lr_b, hr_b = self.sampler.sample(cfg.batch_size, self.np_rng)
+        cached = self.sampler.targets is not None
+        lr_b, hr_b, *tg_b = self.sampler.sample(cfg.batch_size, self.np_rng, with_targets=cached)
         lr_t = to_tensor(lr_b, self.device, self.channels_last)
         hr_t = to_tensor(hr_b, self.device, self.channels_last)
         target = None
-        if self.teacher is not None:
+        if cached:
+            target = to_tensor(tg_b[0], self.device, self.channels_last)
+        elif self.teacher is not None:
             with torch.no_grad(), autocast_ctx(self.device, self.precision):
                 target = self.teacher(lr_t).float().clamp(0, 1)
         loss = train_step(self.net, self.optimizer, lr_t, hr_t, self.device, self.precision, cfg.loss_range,

@@ -67,6 +67,7 @@ class PatchSampler:
         self.pairs = [(lr, hr) for lr, hr in pairs if min(lr.shape[:2]) >= patch_size]
         if not self.pairs:
             raise BsrError(f"no training image is large enough for LR patches of {patch_size} px at x{scale}")
+        self.targets: list[np.ndarray] | None = None  # per image, a teacher's HR-size output (set_targets)
 
     @classmethod
     def from_folder(cls, folder: str | Path, scale: int, patch_size: int, max_images: int | None = None):
@@ -93,22 +94,42 @@ class PatchSampler:
         hp = hr[s * y : s * (y + p), s * x : s * (x + p)]
         return dihedral(lp, t), dihedral(hp, t)
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A batch: LR uint8 (N, p, p, 3) and HR uint8 (N, s*p, s*p, 3)."""
-        lrs, hrs = [], []
+    def lr_pixels(self) -> int:
+        return sum(lr.shape[0] * lr.shape[1] for lr, _ in self.pairs)
+
+    def set_targets(self, targets: list[np.ndarray]) -> None:
+        """Per image, an (s*H, s*W, 3) array (a teacher's output on the whole LR image) that `sample(...,
+        with_targets=True)` crops and transforms exactly as the HR patch."""
+        if len(targets) != len(self.pairs) or any(t.shape != hr.shape for t, (_, hr) in zip(targets, self.pairs)):
+            raise ValueError("one HR-size target per training image expected")
+        self.targets = targets
+
+    def sample(self, batch_size: int, rng: np.random.Generator, with_targets: bool = False):
+        """A batch: LR uint8 (N, p, p, 3) and HR uint8 (N, s*p, s*p, 3); with ``with_targets`` also the targets'
+        patches at the HR patches' places (N, s*p, s*p, 3). The same random draws either way."""
+        lrs, hrs, tgs = [], [], []
+        p, s = self.patch_size, self.scale
         for _ in range(batch_size):
             i = int(rng.integers(len(self.pairs)))
             h, w = self.pairs[i][0].shape[:2]
-            y = int(rng.integers(h - self.patch_size + 1))
-            x = int(rng.integers(w - self.patch_size + 1))
-            lp, hp = self.crop(i, y, x, int(rng.integers(8)))
+            y = int(rng.integers(h - p + 1))
+            x = int(rng.integers(w - p + 1))
+            t = int(rng.integers(8))
+            lp, hp = self.crop(i, y, x, t)
             lrs.append(lp)
             hrs.append(hp)
+            if with_targets:
+                tgs.append(dihedral(self.targets[i][s * y : s * (y + p), s * x : s * (x + p)], t))
+        if with_targets:
+            return np.stack(lrs), np.stack(hrs), np.stack(tgs)
         return np.stack(lrs), np.stack(hrs)
 
 
 def to_tensor(batch: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float (N, C, H, W) in [0, 1] on ``device`` (channels_last strides if asked)."""
-    t = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    """uint8 (N, H, W, C) -> float (N, C, H, W) in [0, 1] on ``device`` (channels_last strides if asked); a float
+    batch (cached teacher targets, already in [0, 1]) is only converted."""
+    t = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2).float()
+    if batch.dtype == np.uint8:
+        t = t.div_(255.0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return t.contiguous(memory_format=fmt)

@@ -281,3 +281,54 @@ def test_a_resumed_stage_keeps_its_source_and_earlier_stages(run20, train_dir, t
     for rec in (_state_info(out)["recipe"], read_metadata(out / "final.safetensors")["training"]):
         assert rec["init_from"] == f"{run20.name}/{T.STATE_FILE}"
         assert rec["iterations"] == 12 and rec["previous_stage"]["iterations"] == 20 and rec["total_iterations"] == 32
+
+
+def test_cached_teacher_targets_are_the_whole_image_output_cropped_like_hr():
+    """--teacher-targets image: the teacher runs once per training image; a batch's targets are the patches of those
+    outputs at the HR patches' places, with the same flip/rotation; the random draws are those of a batch
+    without targets (so runs and resumes see the same patches)."""
+    from bsr_cli.models import create_model
+    from bsr_cli.train_data import dihedral
+
+    rng = np.random.default_rng(0)
+    pairs = [T.make_pair(rng.integers(0, 256, (48 + 4 * i, 40, 3), dtype=np.uint8), 4) for i in range(3)]
+    sampler = T.PatchSampler(pairs, 4, patch_size=6)
+    torch.manual_seed(0)
+    teacher = create_model("fsrcnn", 4).eval()
+    targets = T.teacher_image_targets(teacher, sampler, torch.device("cpu"), "fp32")
+    sampler.set_targets(targets)
+    lr_a, hr_a = sampler.sample(5, np.random.default_rng(3))
+    lr_b, hr_b, tg = sampler.sample(5, np.random.default_rng(3), with_targets=True)
+    assert np.array_equal(lr_a, lr_b) and np.array_equal(hr_a, hr_b) and tg.shape == hr_b.shape == (5, 24, 24, 3)
+    draw = np.random.default_rng(3)  # replay the draws: image, y, x, transform
+    for k in range(5):
+        i = int(draw.integers(3))
+        h, w = pairs[i][0].shape[:2]
+        y, x, t = int(draw.integers(h - 5)), int(draw.integers(w - 5)), int(draw.integers(8))
+        with torch.no_grad():
+            full = teacher(torch.from_numpy(pairs[i][0]).permute(2, 0, 1)[None].float() / 255).clamp(0, 1)
+        want = dihedral(full[0].permute(1, 2, 0).numpy()[4 * y : 4 * y + 24, 4 * x : 4 * x + 24], t)
+        np.testing.assert_allclose(tg[k].astype(np.float32), want, atol=1e-3)  # float16 storage
+    with pytest.raises(ValueError, match="one HR-size target"):
+        sampler.set_targets(targets[:2])
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("mode", ["image", "patch"])
+def test_distilled_run_records_its_teacher_targets(train_dir, tmp_path, mode):
+    from bsr_cli.checkpoint import read_metadata
+
+    out = tmp_path / mode
+    rc = main(["train", "--model", "ebsr-light", "--scale", "4", "--iters", "4", "--train-dir", str(train_dir),
+               "--out", str(out), "--teacher", "srresnet-fp", "--teacher-targets", mode, *FAST])
+    assert rc == 0
+    teacher = read_metadata(out / "final.safetensors")["training"]["teacher"]
+    assert teacher == {"model": "srresnet-fp", "weight": 1.0, "loss": "L1 to outputs", "targets": mode}
+    assert ("computed once" in (out / "train.log").read_text()) == (mode == "image")
+
+
+def test_bad_teacher_targets_is_one_line(train_dir, tmp_path, capsys):
+    rc = main(["train", "--model", "ebsr-light", "--scale", "4", "--iters", "4", "--train-dir", str(train_dir),
+               "--out", str(tmp_path / "x"), "--teacher", "srresnet-fp", "--teacher-targets", "both", *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--teacher-targets" in err[0] and not (tmp_path / "x").exists()

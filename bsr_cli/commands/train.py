@@ -52,6 +52,10 @@ def command(
         None, "--teacher", help="Distil from an FP teacher (zoo name or checkpoint file at the same scale)."
     ),
     distill_weight: float = typer.Option(1.0, "--distill-weight", help="Weight of L1(student, teacher output)."),
+    teacher_targets: str = typer.Option(
+        "image", "--teacher-targets", help="image: the teacher's outputs on the whole training images, computed "
+        "once, cropped like the HR patches (no teacher pass per step); patch: the teacher on every batch."
+    ),
     fp_weight_iters: int = typer.Option(
         0, "--fp-weight-iters", help="Binary-activation-only warm-up: FP weights for the first N iterations (E2FIF)."
     ),
@@ -98,6 +102,7 @@ def command(
         init_from=init_from,
         teacher=teacher,
         distill_weight=distill_weight,
+        teacher_targets=teacher_targets,
         fp_weight_iters=fp_weight_iters,
         max_images=max_images,
     )
