@@ -125,3 +125,16 @@ def test_default_per_scale_follows_the_rule_and_shares_are_measured():
             assert e["float_flops_share"] == pytest.approx(weights.measured_float_share(e["model"], e["scale"]),
                                                            abs=1e-4)
     assert weights.default_model(4) != "bbcu-l"  # 68 % of its twin's FLOPs stay in float (HR upsampler + conv)
+
+
+def test_every_shipped_1bit_checkpoint_beats_fsrcnns_published_set5():
+    """Issue #12's floor, the rule for shipping a 1-bit checkpoint: its bsr-measured Set5 is at least FSRCNN's
+    published Set5 at its scale (as tabulated by CARN / IMDN; the float networks are not 1-bit)."""
+    from bsr_cli.models import get_model_info
+    from bsr_cli.paper_results import paper_result
+
+    for e in ENTRIES:
+        if get_model_info(e["model"]).family in ("fp", "fp-light"):
+            continue
+        floor = paper_result("fsrcnn", "Set5", int(e["scale"]))[0]
+        assert e["metrics"]["Set5"]["psnr"] >= floor, (e["name"], e["metrics"]["Set5"]["psnr"], floor)
